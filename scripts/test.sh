@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# `npm test`: installs what is missing, compiles, and runs every test with node's test runner.
+# PIM_TEST_SKIP_SLOW=1 leaves out the tests that boot VMs (the pipeline's end-to-end builds).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/ensure-deps.sh
+mapfile -t files < <(find dist/test -name '*.test.js' | sort)
+exec node --test --test-concurrency=2 "${files[@]}"

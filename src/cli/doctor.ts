@@ -1,0 +1,3 @@
+export default function doctor(): void {
+  throw new Error('not yet');
+}

@@ -1,0 +1,92 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Command, CommanderError, Option } from 'commander';
+import { packageRoot } from '../config/paths.js';
+import { PimError } from '../errors.js';
+
+export interface GlobalOptions {
+  project?: string;
+  debug?: boolean;
+}
+
+type Loader = () => Promise<{ default: (opts: GlobalOptions & Record<string, unknown>, ...args: string[]) => Promise<void> | void }>;
+
+/**
+ * Wires a command to a module loaded only when the command runs, so that `pim --help` does not
+ * load QEMU, SSH or template code.
+ */
+function lazy(load: Loader) {
+  return async (...args: unknown[]) => {
+    const command = args.at(-1) as Command;
+    const positional = args.slice(0, -2) as string[];
+    const { default: action } = await load();
+    await action(command.optsWithGlobals(), ...positional);
+  };
+}
+
+export function buildProgram(): Command {
+  const version = (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
+  const program = new Command('pim')
+    .description('Build virtual-machine images without Packer: QEMU, a served preseed, SSH provisioning, cloud-init ready qcow2.')
+    .version(version, '-V, --version')
+    .option('-p, --project <dir>', 'project directory (default: the current directory)')
+    .option('--debug', 'print stack traces on errors')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+
+  const profile = program.command('profile').description('list and inspect profiles');
+  profile.command('list').description('list the profiles defined in profiles.d').option('--json', 'print JSON')
+    .action(lazy(() => import('./profile.js').then((m) => ({ default: m.list }))));
+  profile.command('show <name>').description('print the merged profile (default deep-merged under NAME)')
+    .option('--json', 'print JSON').option('--reveal', 'show passwords instead of masking them')
+    .action(lazy(() => import('./profile.js').then((m) => ({ default: m.show }))));
+
+  program.command('serve <profile>').description("serve a profile's preseed and install script over HTTP")
+    .option('--port <n>', 'port to listen on (default: pim.yml serve.port, else 8080)')
+    .option('--bind <addr>', "address to listen on (default: this machine's LAN address)")
+    .action(lazy(() => import('./serve.js')));
+
+  const iso = program.command('iso').description('the ISO catalog and downloaded media');
+  iso.command('list').description('list catalog entries and whether each is downloaded and verified').option('--json', 'print JSON')
+    .action(lazy(() => import('./iso.js').then((m) => ({ default: m.list }))));
+  iso.command('download <name>').description('download an ISO (resumable), verify it, then move it into iso_dir')
+    .action(lazy(() => import('./iso.js').then((m) => ({ default: m.download }))));
+  iso.command('verify <name>').description('rehash a downloaded ISO against the catalog')
+    .action(lazy(() => import('./iso.js').then((m) => ({ default: m.verify }))));
+
+  program.command('init').description('copy the shipped defaults into the global config dir (or --project DIR) without overwriting')
+    .action(lazy(() => import('./init.js')));
+
+  program.command('doctor').description('what this host has and lacks for building, and which accelerators work')
+    .option('--json', 'print JSON').addOption(new Option('--no-cache', 'probe accelerators again instead of using the cached verdict'))
+    .action(lazy(() => import('./doctor.js')));
+
+  return program;
+}
+
+/** The one place that turns errors into messages and exit codes. */
+export async function run(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  const debug = argv.includes('--debug');
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    process.exitCode = exitCodeFor(err, debug);
+  }
+}
+
+function exitCodeFor(err: unknown, debug: boolean): number {
+  if (err instanceof CommanderError) {
+    // help and version are "errors" to commander; usage errors were printed by commander.
+    return err.exitCode === 0 ? 0 : 2;
+  }
+  if (err instanceof PimError) {
+    process.stderr.write(`pim: ${err.message}\n`);
+    if (debug && err.stack) process.stderr.write(`${err.stack}\n`);
+    return err.exitCode;
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  process.stderr.write(`pim: internal error: ${message}${debug ? '' : ' (run with --debug for the stack trace)'}\n`);
+  if (debug && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
+  return 1;
+}
