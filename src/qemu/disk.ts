@@ -1,0 +1,46 @@
+import { runChecked, type LogFn } from '../process.js';
+
+export interface DiskInfo {
+  format: string;
+  virtualSize: number;
+  actualSize: number;
+  backingFile?: string;
+}
+
+/** qemu-img, wrapped: create, info, convert, resize. Failures carry qemu-img's own message. */
+export class DiskImages {
+  constructor(
+    private readonly qemuImg = 'qemu-img',
+    private readonly log?: LogFn,
+  ) {}
+
+  async create(path: string, size: string, format: 'qcow2' | 'raw' = 'qcow2'): Promise<void> {
+    await runChecked(this.qemuImg, ['create', '-q', '-f', format, path, size], { log: this.log });
+  }
+
+  async info(path: string): Promise<DiskInfo> {
+    const { stdout } = await runChecked(this.qemuImg, ['info', '--output=json', path], { log: this.log });
+    const raw = JSON.parse(stdout) as Record<string, unknown>;
+    return {
+      format: String(raw['format']),
+      virtualSize: Number(raw['virtual-size']),
+      actualSize: Number(raw['actual-size']),
+      backingFile: typeof raw['backing-filename'] === 'string' ? raw['backing-filename'] : undefined,
+    };
+  }
+
+  /** Converts (and so compacts: unallocated and zero clusters are not copied) into `dest`. */
+  async convert(source: string, dest: string, options: { format: 'qcow2' | 'raw'; compress?: boolean }): Promise<void> {
+    const args = ['convert', '-O', options.format];
+    if (options.compress && options.format === 'qcow2') args.push('-c');
+    await runChecked(this.qemuImg, [...args, source, dest], { log: this.log });
+  }
+
+  async resize(path: string, size: string): Promise<void> {
+    await runChecked(this.qemuImg, ['resize', '-q', path, size], { log: this.log });
+  }
+
+  async check(path: string): Promise<void> {
+    await runChecked(this.qemuImg, ['check', '-q', path], { log: this.log });
+  }
+}

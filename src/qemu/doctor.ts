@@ -1,0 +1,81 @@
+import { ARCHES, hostArch, type Arch } from '../arch.js';
+import { run, which } from '../process.js';
+import { acceleratorReport, selectAccelerator, type AccelReport } from './accel.js';
+import type { Accelerator } from './command.js';
+import { findAarch64Firmware } from './firmware.js';
+
+export interface ToolCheck {
+  found: boolean;
+  path?: string;
+  version?: string;
+  install?: string;
+}
+
+export interface DoctorReport {
+  host: { platform: NodeJS.Platform; arch: Arch };
+  tools: Record<string, ToolCheck>;
+  /** Accelerators for guests of the host's own arch. */
+  accelerators: AccelReport;
+  acceleratorsByArch: Record<Arch, AccelReport>;
+  selected: Record<Arch, Accelerator>;
+  override?: Accelerator;
+  missing: { what: string; install: string }[];
+}
+
+const INSTALL: Record<string, { apt: string; brew: string }> = {
+  'qemu-system-x86_64': { apt: 'apt-get install qemu-system-x86', brew: 'brew install qemu' },
+  'qemu-system-aarch64': { apt: 'apt-get install qemu-system-arm', brew: 'brew install qemu' },
+  'qemu-img': { apt: 'apt-get install qemu-utils', brew: 'brew install qemu' },
+  'aarch64-uefi-firmware': { apt: 'apt-get install qemu-efi-aarch64', brew: 'brew install qemu' },
+  'iso-reader': { apt: 'apt-get install xorriso', brew: 'brew install xorriso' },
+};
+
+function installHint(what: string, platform: NodeJS.Platform): string {
+  const hint = INSTALL[what]!;
+  return platform === 'darwin' ? hint.brew : hint.apt;
+}
+
+async function versionOf(path: string): Promise<string | undefined> {
+  const result = await run(path, ['--version']).catch(() => undefined);
+  return result?.stdout.split('\n')[0]?.replace(/^.*version\s+/i, '').trim() || undefined;
+}
+
+async function checkBinary(name: string, platform: NodeJS.Platform): Promise<ToolCheck> {
+  const path = which(name);
+  if (!path) return { found: false, install: installHint(name, platform) };
+  return { found: true, path, version: await versionOf(path) };
+}
+
+/** What this host has and lacks for building, and which accelerators really work. */
+export async function doctor(options: { cacheDir?: string; refresh?: boolean; override?: Accelerator } = {}): Promise<DoctorReport> {
+  const platform = process.platform;
+  const tools: Record<string, ToolCheck> = {};
+  for (const name of ['qemu-system-x86_64', 'qemu-system-aarch64', 'qemu-img']) tools[name] = await checkBinary(name, platform);
+  const firmware = findAarch64Firmware();
+  tools['aarch64-uefi-firmware'] = firmware
+    ? { found: true, path: firmware.code }
+    : { found: false, install: installHint('aarch64-uefi-firmware', platform) };
+  const reader = ['xorriso', 'bsdtar'].map((n) => ({ n, path: which(n) })).find((r) => r.path);
+  tools['iso-reader'] = reader
+    ? { found: true, path: reader.path, version: await versionOf(reader.path!) }
+    : { found: false, install: installHint('iso-reader', platform) };
+
+  const acceleratorsByArch = {} as Record<Arch, AccelReport>;
+  const selected = {} as Record<Arch, Accelerator>;
+  for (const arch of ARCHES) {
+    acceleratorsByArch[arch] = await acceleratorReport(arch, options.cacheDir, { refresh: options.refresh });
+    selected[arch] = selectAccelerator(acceleratorsByArch[arch], options.override, platform);
+  }
+  const missing = Object.entries(tools)
+    .filter(([, check]) => !check.found)
+    .map(([what, check]) => ({ what, install: check.install! }));
+  return {
+    host: { platform, arch: hostArch() },
+    tools,
+    accelerators: acceleratorsByArch[hostArch()],
+    acceleratorsByArch,
+    selected,
+    ...(options.override ? { override: options.override } : {}),
+    missing,
+  };
+}

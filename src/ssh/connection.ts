@@ -1,0 +1,209 @@
+import { readFileSync } from 'node:fs';
+import ssh2, { type Client, type ConnectConfig, type SFTPWrapper } from 'ssh2';
+import { WorkError, errorMessage } from '../errors.js';
+import { shq } from '../shell.js';
+import { fingerprintOf, verifyHostKey, type HostKeyPolicy } from './host-keys.js';
+
+export interface SshTarget {
+  host: string;
+  port?: number;
+  username: string;
+  privateKey?: string | Buffer;
+  privateKeyPath?: string;
+  password?: string;
+  hostKey: HostKeyPolicy;
+  /** Milliseconds to wait for the handshake. */
+  readyTimeout?: number;
+}
+
+export interface ExecResult {
+  code: number | null;
+  signal?: string;
+}
+
+export type LineCallback = (line: string, stream: 'stdout' | 'stderr') => void;
+export type TransferProgress = (transferred: number, total: number) => void;
+
+/** An SSH connection (ssh2): exec with streamed lines, sudo, SFTP upload and download. */
+export class SshConnection {
+  private constructor(
+    private readonly client: Client,
+    readonly target: SshTarget,
+  ) {}
+
+  get label(): string {
+    return `${this.target.username}@${this.target.host}:${this.target.port ?? 22}`;
+  }
+
+  static connect(target: SshTarget): Promise<SshConnection> {
+    const port = target.port ?? 22;
+    const client = new ssh2.Client();
+    let rejectedKey: string | undefined;
+    const config: ConnectConfig = {
+      host: target.host,
+      port,
+      username: target.username,
+      readyTimeout: target.readyTimeout ?? 20_000,
+      hostVerifier: (key: Buffer) => {
+        const ok = verifyHostKey(target.hostKey, target.host, port, key);
+        if (!ok) rejectedKey = fingerprintOf(key);
+        return ok;
+      },
+    };
+    if (target.privateKeyPath) config.privateKey = readFileSync(target.privateKeyPath);
+    else if (target.privateKey) config.privateKey = target.privateKey;
+    if (target.password) config.password = target.password;
+    return new Promise((resolve, reject) => {
+      client.once('ready', () => resolve(new SshConnection(client, target)));
+      client.once('error', (err) => {
+        client.end();
+        if (rejectedKey) {
+          reject(new WorkError(`SSH to ${target.host}:${port}: host key ${rejectedKey} is not trusted (${describePolicy(target.hostKey)}); refusing to connect`));
+        } else {
+          reject(new WorkError(`SSH to ${target.username}@${target.host}:${port}: ${errorMessage(err)}`, { cause: err }));
+        }
+      });
+      client.connect(config);
+    });
+  }
+
+  /** Runs `command`, streaming stdout and stderr line by line; resolves with the exit code. */
+  exec(command: string, onLine?: LineCallback): Promise<ExecResult> {
+    return new Promise((resolve, reject) => {
+      this.client.exec(command, (err, stream) => {
+        if (err) return reject(new WorkError(`SSH ${this.label}: cannot run command: ${errorMessage(err)}`));
+        const out = lineSplitter((line) => onLine?.(line, 'stdout'));
+        const errOut = lineSplitter((line) => onLine?.(line, 'stderr'));
+        stream.on('data', (chunk: Buffer) => out.push(chunk));
+        stream.stderr.on('data', (chunk: Buffer) => errOut.push(chunk));
+        stream.once('close', (code: number | null, signal?: string) => {
+          out.flush();
+          errOut.flush();
+          resolve({ code: code ?? null, signal: signal ?? undefined });
+        });
+      });
+    });
+  }
+
+  /** Runs `command` as root through `sudo -n` (no password prompt: it fails instead). */
+  execAsRoot(command: string, onLine?: LineCallback): Promise<ExecResult> {
+    const asRoot = this.target.username === 'root' ? command : `sudo -n -H -- /bin/bash -c ${shq(command)}`;
+    return this.exec(asRoot, onLine);
+  }
+
+  /** Runs `command` and returns its stdout; throws when it exits non-zero. */
+  async capture(command: string): Promise<string> {
+    let stdout = '';
+    let stderr = '';
+    const result = await this.exec(command, (line, stream) => {
+      if (stream === 'stdout') stdout += `${line}\n`;
+      else stderr += `${line}\n`;
+    });
+    if (result.code !== 0) throw new WorkError(`SSH ${this.label}: '${command}' exited ${result.code}: ${stderr.trim().split('\n').at(-1) ?? ''}`);
+    return stdout;
+  }
+
+  async upload(localPath: string, remotePath: string, onProgress?: TransferProgress, mode?: number): Promise<void> {
+    const sftp = await this.sftp();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        sftp.fastPut(localPath, remotePath, { step: (done, _chunk, total) => onProgress?.(done, total), ...(mode ? { mode } : {}) }, (err) =>
+          err ? reject(new WorkError(`SFTP upload ${localPath} -> ${this.label}:${remotePath}: ${errorMessage(err)}`)) : resolve(),
+        );
+      });
+    } finally {
+      sftp.end();
+    }
+  }
+
+  async download(remotePath: string, localPath: string, onProgress?: TransferProgress): Promise<void> {
+    const sftp = await this.sftp();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        sftp.fastGet(remotePath, localPath, { step: (done, _chunk, total) => onProgress?.(done, total) }, (err) =>
+          err ? reject(new WorkError(`SFTP download ${this.label}:${remotePath} -> ${localPath}: ${errorMessage(err)}`)) : resolve(),
+        );
+      });
+    } finally {
+      sftp.end();
+    }
+  }
+
+  end(): void {
+    this.client.end();
+  }
+
+  private sftp(): Promise<SFTPWrapper> {
+    return new Promise((resolve, reject) => {
+      this.client.sftp((err, sftp) => (err ? reject(new WorkError(`SFTP on ${this.label}: ${errorMessage(err)}`)) : resolve(sftp)));
+    });
+  }
+}
+
+function describePolicy(policy: HostKeyPolicy): string {
+  return policy.kind === 'fingerprint' ? `pinned ${policy.sha256}` : policy.kind === 'known_hosts' ? `not in ${policy.path}` : 'any';
+}
+
+function lineSplitter(emit: (line: string) => void) {
+  let pending = '';
+  return {
+    push(chunk: Buffer) {
+      pending += chunk.toString('utf8');
+      const lines = pending.split('\n');
+      pending = lines.pop() ?? '';
+      for (const line of lines) emit(line.replace(/\r$/, ''));
+    },
+    flush() {
+      if (pending) emit(pending);
+      pending = '';
+    },
+  };
+}
+
+export interface WaitOptions {
+  /** Total milliseconds to keep trying. */
+  timeoutMs: number;
+  /** First pause between attempts; doubles up to `maxIntervalMs`. */
+  intervalMs: number;
+  maxIntervalMs?: number;
+  signal?: AbortSignal;
+  onAttempt?: (attempt: number, error: string) => void;
+}
+
+/**
+ * Connects, retrying with back-off until `timeoutMs`: while a VM boots, its forwarded port
+ * accepts and then drops connections, refuses them, or stalls the handshake -- all retried.
+ * A host key that is not trusted is not retried.
+ */
+export async function waitForSsh(target: SshTarget, options: WaitOptions): Promise<SshConnection> {
+  const started = Date.now();
+  let interval = options.intervalMs;
+  let lastError = 'no attempt made';
+  for (let attempt = 1; ; attempt++) {
+    if (options.signal?.aborted) throw new WorkError('interrupted while waiting for SSH');
+    const remaining = options.timeoutMs - (Date.now() - started);
+    try {
+      return await SshConnection.connect({ ...target, readyTimeout: Math.max(1000, Math.min(target.readyTimeout ?? 20_000, remaining)) });
+    } catch (err) {
+      lastError = errorMessage(err);
+      if (/host key .* is not trusted/.test(lastError)) throw err;
+      options.onAttempt?.(attempt, lastError);
+    }
+    const left = options.timeoutMs - (Date.now() - started);
+    if (left <= 0) break;
+    await sleep(Math.min(interval, left), options.signal);
+    interval = Math.min(interval * 2, options.maxIntervalMs ?? Math.max(options.intervalMs, 10_000));
+  }
+  const waited = Math.round((Date.now() - started) / 1000);
+  throw new WorkError(`SSH on ${target.host}:${target.port ?? 22} not ready after ${waited} s (timeout ${Math.round(options.timeoutMs / 1000)} s): ${lastError}`);
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => {
+      clearTimeout(timer);
+      resolve();
+    }, { once: true });
+  });
+}

@@ -1,0 +1,36 @@
+import { mkdirSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { join } from 'node:path';
+import ssh2 from 'ssh2';
+
+/** A throw-away ed25519 key pair in OpenSSH format, written with mode 0600 into a work dir. */
+export interface BuildKeyPair {
+  privateKeyPath: string;
+  publicKeyPath: string;
+  privateKey: string;
+  publicKey: string;
+  /** The comment that marks this key in authorized_keys (finalize removes lines carrying it). */
+  comment: string;
+  remove(): void;
+}
+
+export function createBuildKeyPair(dir: string, comment: string): BuildKeyPair {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment });
+  const privateKeyPath = join(dir, 'id_ed25519');
+  const publicKeyPath = `${privateKeyPath}.pub`;
+  writeFileSync(privateKeyPath, pair.private, { mode: 0o600 });
+  chmodSync(privateKeyPath, 0o600);
+  writeFileSync(publicKeyPath, `${pair.public.trim()}\n`, { mode: 0o600 });
+  chmodSync(publicKeyPath, 0o600);
+  return {
+    privateKeyPath,
+    publicKeyPath,
+    privateKey: pair.private,
+    publicKey: pair.public.trim(),
+    comment,
+    remove() {
+      rmSync(privateKeyPath, { force: true });
+      rmSync(publicKeyPath, { force: true });
+    },
+  };
+}
