@@ -1,0 +1,142 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, statSync, writeFileSync, readFileSync } from 'node:fs';
+import { createServer, connect, type Server } from 'node:net';
+import { join } from 'node:path';
+import { SshConnection, waitForSsh, type SshTarget } from '../../src/ssh/connection.js';
+import { createBuildKeyPair } from '../../src/ssh/keys.js';
+import { leasePort } from '../../src/qemu/ports.js';
+import { sandbox } from '../helpers/env.js';
+import { prepareSshd, type TestSshd } from '../helpers/sshd.js';
+
+const box = sandbox('pim-ssh-');
+let sshd: TestSshd;
+let target: SshTarget;
+
+before(async () => {
+  sshd = await prepareSshd(join(box.root, 'sshd'));
+  await sshd.start();
+  target = { host: '127.0.0.1', port: sshd.port, username: sshd.user, privateKeyPath: sshd.clientKey.privateKeyPath, hostKey: { kind: 'fingerprint', sha256: sshd.hostKeyFingerprint } };
+});
+after(async () => {
+  await sshd.stop();
+  box.cleanup();
+});
+
+async function sha256(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+test('throw-away keys are ed25519 in OpenSSH format, mode 0600, and removable', () => {
+  const pair = createBuildKeyPair(join(box.root, 'keys'), 'pim-build-abc');
+  assert.match(pair.publicKey, /^ssh-ed25519 \S+ pim-build-abc$/);
+  assert.match(readFileSync(pair.privateKeyPath, 'utf8'), /^-----BEGIN OPENSSH PRIVATE KEY-----/);
+  assert.equal(statSync(pair.privateKeyPath).mode & 0o777, 0o600);
+  pair.remove();
+  assert.throws(() => statSync(pair.privateKeyPath));
+});
+
+test('exec streams stdout and stderr line by line and returns exit codes faithfully', async () => {
+  const ssh = await SshConnection.connect(target);
+  try {
+    const lines: string[] = [];
+    const result = await ssh.exec('for i in 1 2 3; do echo out$i; echo err$i >&2; done; exit 7', (line, stream) => lines.push(`${stream}:${line}`));
+    assert.equal(result.code, 7);
+    assert.deepEqual(lines.filter((l) => l.startsWith('stdout')), ['stdout:out1', 'stdout:out2', 'stdout:out3']);
+    assert.deepEqual(lines.filter((l) => l.startsWith('stderr')), ['stderr:err1', 'stderr:err2', 'stderr:err3']);
+    assert.equal((await ssh.exec('true')).code, 0);
+    const killed = await ssh.exec('kill -TERM $$');
+    assert.equal(killed.signal, 'SIGTERM');
+    assert.equal((await ssh.execAsRoot('id -u', () => undefined)).code, 0);
+    assert.equal((await ssh.capture("sh -c 'id -u'")).trim(), process.getuid?.() === 0 ? '0' : String(process.getuid?.()));
+    await assert.rejects(ssh.capture('echo boom >&2; exit 3'), /exited 3: boom/);
+  } finally {
+    ssh.end();
+  }
+});
+
+test('a 50 MB file survives an upload and download round trip', async () => {
+  const src = join(box.root, 'big.bin');
+  writeFileSync(src, randomBytes(50 * 1024 * 1024));
+  const ssh = await SshConnection.connect(target);
+  try {
+    const progress: number[] = [];
+    await ssh.upload(src, join(box.root, 'remote.bin'), (done) => progress.push(done));
+    assert.ok(progress.length > 1 && progress.at(-1) === 50 * 1024 * 1024, 'progress reported to the end');
+    const back = join(box.root, 'back.bin');
+    await ssh.download(join(box.root, 'remote.bin'), back);
+    assert.equal(await sha256(back), await sha256(src));
+  } finally {
+    ssh.end();
+  }
+});
+
+test('a host key that does not match the pinned fingerprint is refused; known_hosts works', async () => {
+  await assert.rejects(
+    SshConnection.connect({ ...target, hostKey: { kind: 'fingerprint', sha256: 'SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' } }),
+    /host key SHA256:\S+ is not trusted \(pinned SHA256:AAAA/,
+  );
+  const knownHosts = join(box.root, 'known_hosts');
+  writeFileSync(knownHosts, `[127.0.0.1]:${sshd.port} ${sshd.hostKeyLine}\n`);
+  const ok = await SshConnection.connect({ ...target, hostKey: { kind: 'known_hosts', path: knownHosts } });
+  ok.end();
+  writeFileSync(knownHosts, `[127.0.0.1]:${sshd.port + 1} ${sshd.hostKeyLine}\n`);
+  await assert.rejects(SshConnection.connect({ ...target, hostKey: { kind: 'known_hosts', path: knownHosts } }), /not trusted/);
+  // Retrying does not help a host key that is not trusted: waitForSsh gives up at once.
+  const started = Date.now();
+  await assert.rejects(waitForSsh({ ...target, hostKey: { kind: 'known_hosts', path: knownHosts } }, { timeoutMs: 10_000, intervalMs: 200 }), /not trusted/);
+  assert.ok(Date.now() - started < 5_000);
+});
+
+test('waitForReady succeeds when sshd starts late, through a port that first accepts and drops connections', async () => {
+  const late = await prepareSshd(join(box.root, 'late'));
+  const front = await leasePort();
+  let dropped = 0;
+  let proxying = false;
+  // What a booting VM's forwarded port does: accept, then drop; later, pass through to sshd.
+  const proxy: Server = createServer((socket) => {
+    if (!proxying) {
+      dropped++;
+      socket.destroy();
+      return;
+    }
+    const upstream = connect(late.port, '127.0.0.1');
+    socket.pipe(upstream).pipe(socket);
+    upstream.on('error', () => socket.destroy());
+    socket.on('error', () => upstream.destroy());
+  });
+  proxy.listen(front.port, '127.0.0.1');
+  const timer = setTimeout(() => {
+    void late.start().then(() => (proxying = true));
+  }, 3_000);
+  try {
+    const attempts: string[] = [];
+    const ssh = await waitForSsh(
+      { host: '127.0.0.1', port: front.port, username: late.user, privateKeyPath: late.clientKey.privateKeyPath, hostKey: { kind: 'any' } },
+      { timeoutMs: 30_000, intervalMs: 250, maxIntervalMs: 1_000, onAttempt: (_, err) => attempts.push(err) },
+    );
+    assert.equal((await ssh.capture('echo ready')).trim(), 'ready');
+    ssh.end();
+    assert.ok(dropped >= 2, `connections dropped before sshd was up: ${dropped}`);
+    assert.ok(attempts.length >= 2);
+  } finally {
+    clearTimeout(timer);
+    proxy.close();
+    front.release();
+    await late.stop();
+  }
+});
+
+test('waitForReady fails with a clear message naming host, port and the time waited when sshd never starts', async () => {
+  const nothing = await leasePort();
+  nothing.release();
+  const started = Date.now();
+  await assert.rejects(
+    waitForSsh({ ...target, port: nothing.port, hostKey: { kind: 'any' } }, { timeoutMs: 3_000, intervalMs: 200 }),
+    (err: unknown) => err instanceof Error && new RegExp(`SSH on 127\\.0\\.0\\.1:${nothing.port} not ready after [34] s \\(timeout 3 s\\)`).test(err.message),
+  );
+  assert.ok(Date.now() - started < 6_000);
+});
