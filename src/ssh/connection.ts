@@ -54,14 +54,28 @@ export class SshConnection {
     else if (target.privateKey) config.privateKey = target.privateKey;
     if (target.password) config.password = target.password;
     return new Promise((resolve, reject) => {
-      client.once('ready', () => resolve(new SshConnection(client, target)));
-      client.once('error', (err) => {
+      let settled = false;
+      client.once('ready', () => {
+        settled = true;
+        resolve(new SshConnection(client, target));
+      });
+      // ssh2 may emit several errors (and more after 'ready' when a connection drops): keep a
+      // listener for the connection's whole life, and report only the first before 'ready'.
+      client.on('error', (err) => {
+        if (settled) return;
+        settled = true;
         client.end();
         if (rejectedKey) {
           reject(new WorkError(`SSH to ${target.host}:${port}: host key ${rejectedKey} is not trusted (${describePolicy(target.hostKey)}); refusing to connect`));
         } else {
           reject(new WorkError(`SSH to ${target.username}@${target.host}:${port}: ${errorMessage(err)}`, { cause: err }));
         }
+      });
+      // A server that hangs up after its banner makes ssh2 emit 'close' without an 'error'.
+      client.on('close', () => {
+        if (settled) return;
+        settled = true;
+        reject(new WorkError(`SSH to ${target.username}@${target.host}:${port}: connection closed before the handshake completed`));
       });
       client.connect(config);
     });

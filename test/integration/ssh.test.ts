@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, statSync, writeFileSync, readFileSync } from 'node:fs';
 import { createServer, connect, type Server } from 'node:net';
+import { once } from 'node:events';
 import { join } from 'node:path';
 import { SshConnection, waitForSsh, type SshTarget } from '../../src/ssh/connection.js';
 import { createBuildKeyPair } from '../../src/ssh/keys.js';
@@ -139,4 +140,33 @@ test('waitForReady fails with a clear message naming host, port and the time wai
     (err: unknown) => err instanceof Error && new RegExp(`SSH on 127\\.0\\.0\\.1:${nothing.port} not ready after [34] s \\(timeout 3 s\\)`).test(err.message),
   );
   assert.ok(Date.now() - started < 6_000);
+});
+
+test('a port that stalls the handshake and then drops the connection yields one clean error, not an uncaught one or a hang', { timeout: 20_000 }, async () => {
+  const lease = await leasePort();
+  // Accepts, says nothing until the client's ready-timeout has passed, then sends a banner and
+  // hangs up: ssh2 reports a timeout and then "connection lost" for the same attempt.
+  const server = createServer((socket) => {
+    setTimeout(() => {
+      socket.write('SSH-2.0-OpenSSH_9.2\r\n');
+      socket.destroy();
+    }, 700);
+  });
+  server.listen(lease.port, '127.0.0.1');
+  await once(server, 'listening');
+  const uncaught: unknown[] = [];
+  const onUncaught = (err: unknown) => uncaught.push(err);
+  process.on('uncaughtException', onUncaught);
+  try {
+    await assert.rejects(
+      waitForSsh({ host: '127.0.0.1', port: lease.port, username: 'x', password: 'x', hostKey: { kind: 'any' }, readyTimeout: 300 }, { timeoutMs: 2_500, intervalMs: 100 }),
+      /not ready after/,
+    );
+    await new Promise((r) => setTimeout(r, 1_000));
+    assert.deepEqual(uncaught, []);
+  } finally {
+    process.off('uncaughtException', onUncaught);
+    server.close();
+    lease.release();
+  }
 });
