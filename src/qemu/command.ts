@@ -18,6 +18,8 @@ export interface VmSpec {
   /** Guest port 22 forwarded from 127.0.0.1:sshPort on the host. */
   sshPort?: number;
   serialLog: string;
+  /** Also make the serial console interactive on this unix socket (typing at a boot prompt). */
+  serialSocket?: string;
   qmpSocket: string;
   noReboot?: boolean;
   /** arm64 only: UEFI firmware and this VM's writable copy of the vars store. */
@@ -87,7 +89,12 @@ export function qemuCommand(spec: VmSpec): QemuCommand {
   args.push('-netdev', `user,id=net0${forward}`, '-device', 'virtio-net-pci,netdev=net0');
   args.push('-device', 'virtio-rng-pci');
   args.push('-display', 'none');
-  args.push('-chardev', `file,id=serial0,path=${opt(spec.serialLog)}`, '-serial', 'chardev:serial0');
+  if (spec.serialSocket) {
+    args.push('-chardev', `socket,id=serial0,path=${opt(spec.serialSocket)},server=on,wait=off,logfile=${opt(spec.serialLog)}`);
+  } else {
+    args.push('-chardev', `file,id=serial0,path=${opt(spec.serialLog)}`);
+  }
+  args.push('-serial', 'chardev:serial0');
   args.push('-qmp', `unix:${opt(spec.qmpSocket)},server=on,wait=off`);
   if (spec.noReboot) args.push('-no-reboot');
   return { binary: qemuBinary(spec.arch), args };

@@ -111,3 +111,9 @@ test('accelerator selection: the best usable one per platform, the pim.yml overr
   assert.equal(selectAccelerator(report(true, false), undefined, 'darwin'), 'tcg');
   assert.equal(selectAccelerator(report(true, false), 'tcg', 'linux'), 'tcg');
 });
+
+test('an interactive serial console is a unix socket that still logs to the file', () => {
+  const cmd = qemuCommand({ name: 'i', arch: 'x86_64', accel: 'tcg', memoryMb: 1, cpus: 1, serialLog: '/s.log', serialSocket: '/t/serial.sock', qmpSocket: '/q' });
+  const at = cmd.args.indexOf('-chardev');
+  assert.deepEqual(cmd.args.slice(at, at + 4), ['-chardev', 'socket,id=serial0,path=/t/serial.sock,server=on,wait=off,logfile=/s.log', '-serial', 'chardev:serial0']);
+});
