@@ -88,6 +88,9 @@ export function qemuCommand(spec: VmSpec): QemuCommand {
   const forward = spec.sshPort ? `,hostfwd=tcp:127.0.0.1:${spec.sshPort}-:22` : '';
   args.push('-netdev', `user,id=net0${forward}`, '-device', 'virtio-net-pci,netdev=net0');
   args.push('-device', 'virtio-rng-pci');
+  // A PC without a graphics card never gets past GRUB (SeaBIOS boots it, GRUB's console then
+  // hangs); the arm64 virt machine boots through UEFI's serial console and needs none.
+  if (spec.arch === 'x86_64') args.push('-device', 'VGA');
   args.push('-display', 'none');
   if (spec.serialSocket) {
     args.push('-chardev', `socket,id=serial0,path=${opt(spec.serialSocket)},server=on,wait=off,logfile=${opt(spec.serialLog)}`);

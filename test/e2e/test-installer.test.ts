@@ -137,6 +137,7 @@ test('booted from the ISO alone: the isolinux prompt on the serial console takes
     try {
       assert.equal((await ssh.capture('hostname')).trim(), 'ti-boot');
       assert.match(await ssh.capture('findmnt -n -o SOURCE /'), /^\/dev\/vda1$/);
+      assert.match(await ssh.capture('cat /proc/cmdline'), /root=UUID=[0-9a-f-]{36} /);
     } finally {
       ssh.end();
     }

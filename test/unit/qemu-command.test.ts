@@ -38,7 +38,7 @@ for (const [accel, accelArg, cpu] of [['tcg', 'tcg,thread=multi', 'max'], ['kvm'
       ...disk,
       '-drive', 'file=/isos/debian.iso,media=cdrom,readonly=on,if=ide,index=2',
       ...kernel,
-      ...tail,
+      ...tail.slice(0, 6), '-device', 'VGA', ...tail.slice(6),
     ]);
   });
 
