@@ -57,6 +57,25 @@ export function buildProgram(): Command {
   program.command('init').description('copy the shipped defaults into the global config dir (or --project DIR) without overwriting')
     .action(lazy(() => import('./init.js')));
 
+  const build = program.command('build').description('build images, and list, show and clean what was built');
+  build.command('run <profile>').description('build PROFILE into a qcow2 (answers from the cache when nothing changed)')
+    .option('-a, --arch <arch>', 'target architecture (arm64/aarch64, x86_64/amd64; default: this host\'s)')
+    .option('-f, --force', 'rebuild even when the cache has an image with the same key')
+    .option('--local', 'build on this machine even if build.builders routes the arch to a remote')
+    .option('-v, --verbose', 'stream the serial console and script output; say what changed on a cache miss')
+    .option('-n, --dry-run', 'print the plan (ISO, cache key, scripts, QEMU command lines) and change nothing')
+    .option('--keep-failed', 'keep the work dir of a failed or interrupted build for debugging')
+    .action(lazy(() => import('./build.js').then((m) => ({ default: m.runBuild }))));
+  build.command('list').description('list built images').option('--json', 'print JSON').option('--all', 'include deployments')
+    .action(lazy(() => import('./build.js').then((m) => ({ default: m.list }))));
+  build.command('show <profile>').description("show a profile's registered image(s)").option('-a, --arch <arch>', 'only this arch').option('--json', 'print JSON')
+    .action(lazy(() => import('./build.js').then((m) => ({ default: m.show }))));
+  build.command('clean').description('remove images and their registry entries (always: entries whose file is gone)')
+    .option('--profile <name>', 'only this profile').option('-a, --arch <arch>', 'only this arch').option('--all', 'every image, and leftover work dirs')
+    .action(lazy(() => import('./build.js').then((m) => ({ default: m.clean }))));
+  build.command('status').description('host arch, accelerators and the builder of each arch').option('--json', 'print JSON')
+    .action(lazy(() => import('./build.js').then((m) => ({ default: m.status }))));
+
   program.command('doctor').description('what this host has and lacks for building, and which accelerators work')
     .option('--json', 'print JSON').addOption(new Option('--no-cache', 'probe accelerators again instead of using the cached verdict'))
     .action(lazy(() => import('./doctor.js')));

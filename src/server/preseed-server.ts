@@ -17,17 +17,21 @@ export interface PreseedServerOptions {
   urlHost?: string;
   /** The build's throw-away public key, served at /authorized_keys and given to install.sh. */
   publicKey?: string;
+  /** The arch being installed (a template value; builds set it). */
+  arch?: string;
   log?: (line: string) => void;
 }
 
 /**
  * The one HTTP server of SPEC convention 4: `pim serve` runs it in the foreground, a build
- * starts it on a free loopback port and stops it when the build ends. It serves exactly three
+ * starts it on a free loopback port and stops it when the build ends. It serves a handful of
  * paths, rendered per request so that edits show up without a restart; everything else is 404.
  */
 export class PreseedServer {
   private server?: Server;
   private boundPort = 0;
+  /** Set when the installer fetched /installed: the preseed's late_command got to its end. */
+  installReported = false;
 
   constructor(private readonly options: PreseedServerOptions) {}
 
@@ -48,6 +52,14 @@ export class PreseedServer {
   get authorizedKeysUrl(): string {
     return `${this.baseUrl}/authorized_keys`;
   }
+  get installedUrl(): string {
+    return `${this.baseUrl}/installed`;
+  }
+
+  /** Whether the rendered preseed calls back /installed, so that a build can require it. */
+  expectsInstallReport(): boolean {
+    return this.renderPreseed().includes(this.installedUrl);
+  }
 
   /** Template values: the profile, plus what only the server knows. */
   values(): Record<string, unknown> {
@@ -59,6 +71,8 @@ export class PreseedServer {
       profile_name: profileName,
       preseed_url: this.preseedUrl,
       install_url: this.installUrl,
+      installed_url: this.installedUrl,
+      arch: this.options.arch ?? '',
       authorized_keys_url: publicKey ? this.authorizedKeysUrl : '',
       ssh_public_key: publicKey?.trim() ?? '',
       shq,
@@ -112,6 +126,9 @@ export class PreseedServer {
       } else if (path === '/install.sh') {
         body = this.renderInstall();
         type = 'text/x-shellscript; charset=utf-8';
+      } else if (path === '/installed') {
+        this.installReported = true;
+        body = 'ok\n';
       } else if (path === '/authorized_keys' && this.options.publicKey) {
         body = `${this.options.publicKey.trim()}\n`;
       } else {

@@ -1,0 +1,135 @@
+import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { Project } from '../config/project.js';
+import { ConfigError, InterruptedError, WorkError, errorMessage } from '../errors.js';
+import { IsoCatalog } from '../iso/catalog.js';
+import { IsoStore } from '../iso/store.js';
+import { withGracefulInterrupts } from '../lifecycle.js';
+import { Profiles } from '../profile/profiles.js';
+import { acceleratorReport, selectAccelerator, TCG_WARNING } from '../qemu/accel.js';
+import type { Accelerator } from '../qemu/command.js';
+import { requireAarch64Firmware } from '../qemu/firmware.js';
+import { Registry, imageIntact, type ImageRecord } from '../registry/registry.js';
+import { BuildLog } from './build-log.js';
+import { changedInputs } from './cache-key.js';
+import { LOCAL_STEPS, type LocalBuildState } from './local-steps.js';
+import { resolvePlan, type BuildPlan, type BuildRequest } from './plan.js';
+import { checkScriptSyntax } from './scripts.js';
+import { runSteps, type StepReporter, type StepTiming } from './steps.js';
+
+export interface BuildOptions extends BuildRequest {
+  force?: boolean;
+  verbose?: boolean;
+  keepFailed?: boolean;
+}
+
+export interface BuildIo {
+  say(line: string): void;
+  reporter: StepReporter;
+  /** Download progress for the ISO, when it has to be fetched first. */
+  progress?: (label: string) => { update(received: number, total: number | undefined): void; done(): void };
+}
+
+export type BuildResult =
+  | { cached: true; record: ImageRecord; plan: BuildPlan }
+  | { cached: false; record: ImageRecord; plan: BuildPlan; timings: StepTiming[]; logPath: string };
+
+/** The cache check: the registered image for (profile, arch) if it has this key and is intact. */
+export function cachedImage(project: Project, plan: BuildPlan): ImageRecord | undefined {
+  const record = new Registry(project.registryPath()).getImage(plan.profileName, plan.arch);
+  return record && record.cache_key === plan.cacheKey && imageIntact(record) ? record : undefined;
+}
+
+export async function selectedAccelerator(project: Project, plan: BuildPlan): Promise<Accelerator> {
+  const report = await acceleratorReport(plan.arch, project.paths.cacheDir);
+  return selectAccelerator(report, project.pimConfig().build.accelerator);
+}
+
+export function requireLocalBuilder(plan: BuildPlan): void {
+  if (plan.builder !== 'local') {
+    throw new ConfigError(
+      `architecture ${plan.arch} is routed to the remote builder '${plan.builder}' (build.builders in pim.yml), and remote builds are not available yet; run with --local to build on this machine`,
+    );
+  }
+}
+
+/** `pim build run`: plan, answer from the cache, or build locally and register the image. */
+export async function buildImage(project: Project, options: BuildOptions, io: BuildIo): Promise<BuildResult> {
+  const plan = resolvePlan(project, options);
+  const registry = new Registry(project.registryPath());
+  const previous = registry.getImage(plan.profileName, plan.arch);
+  if (!options.force) {
+    const hit = cachedImage(project, plan);
+    if (hit) return { cached: true, record: hit, plan };
+  }
+  if (options.verbose && previous) {
+    const changed = previous.cache_key === plan.cacheKey ? ['(none: the image file is missing or changed, or --force)'] : changedInputs(previous.inputs ?? {}, plan.inputs);
+    io.say(`cache miss for ${plan.profileName}/${plan.arch}; changed since the last build: ${changed.join(', ')}`);
+  }
+  requireLocalBuilder(plan);
+  await checkScriptSyntax(plan.scripts);
+  await ensureIso(project, plan, io);
+  const accel = await selectedAccelerator(project, plan);
+  if (accel === 'tcg') io.say(`warning: ${TCG_WARNING}`);
+  const firmware = plan.arch === 'arm64' ? requireAarch64Firmware() : undefined;
+
+  const buildId = `${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
+  const workDir = join(project.imagesDir(), '.work', `${plan.profileName}-${plan.arch}-${buildId}`);
+  mkdirSync(workDir, { recursive: true, mode: 0o700 });
+  const log = new BuildLog(join(workDir, 'build.log'), [plan.profile.password, plan.profile.password_crypted as string | undefined]);
+  log.line(`pim build ${plan.profileName} ${plan.arch}: key ${plan.cacheKey}, ISO ${plan.iso.name}, accelerator ${accel}`);
+  const state: LocalBuildState = {
+    plan,
+    project,
+    profiles: new Profiles(project),
+    accel,
+    firmware,
+    workDir,
+    keepFailed: options.keepFailed ?? false,
+    buildId,
+    startedAt: Date.now(),
+    diskPath: join(workDir, 'disk.qcow2'),
+  };
+  const say = (line: string) => {
+    log.line(line);
+    io.say(line);
+  };
+  try {
+    const timings = await withGracefulInterrupts((signal) => runSteps(LOCAL_STEPS, state, { signal, log, say, verbose: options.verbose ?? false }, io.reporter));
+    const logPath = `${plan.imagePath}.log`;
+    copyFileSync(log.path, logPath);
+    return { cached: false, record: state.record!, plan, timings, logPath };
+  } catch (err) {
+    const saved = saveFailedLog(project, plan, log);
+    if (err instanceof InterruptedError) throw new InterruptedError(`build interrupted; nothing was registered (log: ${saved})`);
+    const tail = log.tail(15).split('\n').map((l) => `  ${l}`).join('\n');
+    throw new WorkError(`build of ${plan.profileName}/${plan.arch} failed: ${errorMessage(err)}\nlog: ${saved}\nlast lines of the log:\n${tail}`);
+  }
+}
+
+function saveFailedLog(project: Project, plan: BuildPlan, log: BuildLog): string {
+  const dir = project.logsDir();
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, `${plan.profileName}-${plan.arch}-${new Date().toISOString().replace(/[:.]/g, '-')}.log`);
+  if (existsSync(log.path)) copyFileSync(log.path, path);
+  return path;
+}
+
+/** The ISO must be downloaded and verified before a build boots it. */
+async function ensureIso(project: Project, plan: BuildPlan, io: BuildIo): Promise<void> {
+  const store = new IsoStore(project.isoDir());
+  const entry = IsoCatalog.load(project).get(plan.iso.name);
+  const status = store.status(entry);
+  if (status.state === 'verified') return;
+  if (status.state === 'downloaded') {
+    io.say(`verifying ${entry.filename}`);
+    const result = await store.verify(entry);
+    if (!result.ok) throw new WorkError(`${store.pathOf(entry)} does not match the catalog checksum (expected ${result.expected}, got ${result.actual}); run 'pim iso download ${entry.name}'`);
+    return;
+  }
+  io.say(`downloading ${entry.name} from ${entry.url}`);
+  const bar = io.progress?.(`downloading ${entry.filename}`);
+  await store.download(entry, (r, t) => bar?.update(r, t));
+  bar?.done();
+}

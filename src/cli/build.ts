@@ -1,0 +1,155 @@
+import { readdirSync, rmSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { ARCHES, hostArch, normalizeArch } from '../arch.js';
+import { buildImage, cachedImage, selectedAccelerator } from '../build/manager.js';
+import { resolvePlan } from '../build/plan.js';
+import { ConfigError } from '../errors.js';
+import { IsoStore } from '../iso/store.js';
+import { acceleratorReport, selectAccelerator } from '../qemu/accel.js';
+import { qemuCommand } from '../qemu/command.js';
+import { findAarch64Firmware } from '../qemu/firmware.js';
+import { Registry, imageIntact, type ImageRecord } from '../registry/registry.js';
+import { shellJoin } from '../shell.js';
+import { projectFrom } from './context.js';
+import type { GlobalOptions } from './main.js';
+import { formatBytes, maskSecrets, printJson, printYaml, println, progressReporter, table } from './output.js';
+import { stepReporter } from './reporter.js';
+
+type RunOptions = GlobalOptions & { arch?: string; force?: boolean; local?: boolean; verbose?: boolean; dryRun?: boolean; keepFailed?: boolean };
+
+export async function runBuild(opts: RunOptions, profileName: string): Promise<void> {
+  const project = projectFrom(opts);
+  if (opts.dryRun) return dryRun(opts, profileName);
+  const reporter = stepReporter();
+  const result = await buildImage(
+    project,
+    { profileName, arch: opts.arch, local: opts.local, force: opts.force, verbose: opts.verbose, keepFailed: opts.keepFailed },
+    { say: (line) => reporter.note(line), reporter, progress: (label) => progressReporter(label) },
+  );
+  if (result.cached) {
+    println(`${result.record.path}`);
+    process.stderr.write(`cached: ${profileName}/${result.plan.arch} is up to date (key ${result.record.cache_key.slice(0, 12)}, built ${result.record.built_at}); --force rebuilds\n`);
+    return;
+  }
+  const total = result.timings.reduce((sum, t) => sum + t.seconds, 0);
+  process.stderr.write(`built ${profileName}/${result.plan.arch} in ${total.toFixed(0)} s: ${formatBytes(result.record.file_size)} (virtual ${formatBytes(result.record.virtual_size)}), log ${result.logPath}\n`);
+  println(result.record.path);
+}
+
+async function dryRun(opts: RunOptions, profileName: string): Promise<void> {
+  const project = projectFrom(opts);
+  const plan = resolvePlan(project, { profileName, arch: opts.arch, local: opts.local });
+  const hit = !opts.force && cachedImage(project, plan);
+  const iso = new IsoStore(project.isoDir());
+  const accel = await selectedAccelerator(project, plan);
+  const firmware = plan.arch === 'arm64' ? findAarch64Firmware() : undefined;
+  const work = join(project.imagesDir(), '.work', `${profileName}-${plan.arch}-<id>`);
+  const common = {
+    name: `pim-<id>`, arch: plan.arch, accel, memoryMb: plan.settings.memoryMb, cpus: plan.settings.cpus,
+    disk: { path: join(work, 'disk.qcow2'), format: 'qcow2' as const }, qmpSocket: '<tmp>/qmp.sock', firmware,
+    efiVars: firmware?.vars ? join(work, 'efivars.fd') : undefined,
+  };
+  const consoleDev = plan.arch === 'arm64' ? 'ttyAMA0' : 'ttyS0';
+  const install = qemuCommand({
+    ...common, serialLog: join(work, 'install-console.log'), cdrom: plan.isoPath, noReboot: true,
+    kernel: { path: join(work, 'installer/vmlinuz'), initrd: join(work, 'installer/initrd.gz'), append: `auto=true priority=critical preseed/url=http://10.0.2.2:<port>/preseed.cfg DEBIAN_FRONTEND=text console=${consoleDev},115200n8` },
+  });
+  const boot = qemuCommand({ ...common, serialLog: join(work, 'boot-console.log'), sshPort: 65535 });
+  const show = (cmd: { binary: string; args: string[] }) => shellJoin([cmd.binary, ...cmd.args]).replace('127.0.0.1:65535', '127.0.0.1:<free port>');
+  println(`plan for ${profileName}/${plan.arch} (dry run: nothing is changed)`);
+  println(`  builder:     ${plan.builder}${plan.builder !== 'local' ? ' (remote builds are not available yet: use --local)' : ''}`);
+  println(`  ISO:         ${plan.iso.name} -> ${plan.isoPath} (${iso.status(plan.iso).state})`);
+  println(`  cache key:   ${plan.cacheKey} (${hit ? `hit: ${hit.path}` : 'miss: would build'})`);
+  println(`  accelerator: ${accel}`);
+  println(`  disk:        ${plan.settings.diskSize}, memory ${plan.settings.memoryMb} MiB, ${plan.settings.cpus} CPUs`);
+  println(`  templates:   ${plan.preseedTemplate}, ${plan.installTemplate}`);
+  println(`  scripts:     ${plan.scripts.map((s) => s.name).join(' -> ')}`);
+  for (const s of plan.scripts) println(`               ${s.name}: ${s.path}`);
+  println(`  image:       ${plan.imagePath}`);
+  println(`  install VM:  ${show(install)}`);
+  println(`  boot VM:     ${show(boot)}`);
+  println('  profile:');
+  printYaml(maskSecrets(plan.profile));
+}
+
+export function list(opts: GlobalOptions & { json?: boolean; all?: boolean }): void {
+  const registry = new Registry(projectFrom(opts).registryPath());
+  const images = registry.listImages();
+  const deployments = opts.all ? registry.listDeployments() : [];
+  if (opts.json) {
+    printJson(opts.all ? { images, deployments } : images);
+    return;
+  }
+  if (!images.length) {
+    println('no images built yet');
+    return;
+  }
+  println(table([
+    ['PROFILE', 'ARCH', 'BUILT', 'SIZE', 'KEY', 'STATE', 'PATH'],
+    ...images.map((i) => [i.profile, i.arch, i.built_at, formatBytes(i.file_size), i.cache_key.slice(0, 12), imageIntact(i) ? 'ok' : 'missing', i.path]),
+  ]));
+  for (const d of deployments) println(`deployed ${d.profile}/${d.arch} to ${d.target} (${d.type}) at ${d.deployed_at}`);
+}
+
+function findRecords(opts: GlobalOptions & { arch?: string }, profileName: string): ImageRecord[] {
+  const registry = new Registry(projectFrom(opts).registryPath());
+  const arch = opts.arch ? normalizeArch(opts.arch) : undefined;
+  const records = registry.listImages().filter((r) => r.profile === profileName && (!arch || r.arch === arch));
+  if (!records.length) throw new ConfigError(`no image registered for ${profileName}${arch ? `/${arch}` : ''}; build it with 'pim build run ${profileName}'`);
+  return records;
+}
+
+export function show(opts: GlobalOptions & { arch?: string; json?: boolean }, profileName: string): void {
+  const records = findRecords(opts, profileName);
+  if (opts.json) {
+    printJson(records.length === 1 ? records[0] : records);
+    return;
+  }
+  for (const r of records) printYaml({ [`${r.profile}/${r.arch}`]: { ...r, intact: imageIntact(r) } });
+}
+
+export async function clean(opts: GlobalOptions & { profile?: string; arch?: string; all?: boolean }): Promise<void> {
+  const project = projectFrom(opts);
+  const registry = new Registry(project.registryPath());
+  const arch = opts.arch ? normalizeArch(opts.arch) : undefined;
+  const filtered = opts.all || opts.profile !== undefined || arch !== undefined;
+  const removed = await registry.removeImages(
+    (r) => !imageIntact(r) || (filtered && (opts.all || ((!opts.profile || r.profile === opts.profile) && (!arch || r.arch === arch)))),
+  );
+  for (const r of removed) {
+    const existed = existsSync(r.path);
+    rmSync(r.path, { force: true });
+    rmSync(`${r.path}.log`, { force: true });
+    println(`removed ${r.profile}/${r.arch}${existed ? `: ${r.path}` : ' (orphaned entry: its file was gone)'}`);
+  }
+  if (opts.all) {
+    const work = join(project.imagesDir(), '.work');
+    if (existsSync(work)) for (const d of readdirSync(work)) rmSync(join(work, d), { recursive: true, force: true });
+  }
+  println(`${removed.length} image(s) removed`);
+}
+
+export async function status(opts: GlobalOptions & { json?: boolean }): Promise<void> {
+  const project = projectFrom(opts);
+  const config = project.pimConfig();
+  const arches: Record<string, { accelerator: string; builder: string; remote?: string }> = {};
+  for (const arch of ARCHES) {
+    const report = await acceleratorReport(arch, project.paths.cacheDir);
+    const builder = config.build.builders[arch] ?? 'local';
+    arches[arch] = {
+      accelerator: selectAccelerator(report, config.build.accelerator),
+      builder,
+      ...(builder !== 'local' ? { remote: config.build.remotes[builder] ? 'configured (remote builds are not available yet)' : 'not defined in build.remotes' } : {}),
+    };
+  }
+  const result = { host_arch: hostArch(), arches, registry: project.registryPath(), images_dir: project.imagesDir() };
+  if (opts.json) {
+    printJson(result);
+    return;
+  }
+  println(`host arch: ${result.host_arch}`);
+  for (const [arch, s] of Object.entries(arches)) println(`  ${arch}: builder ${s.builder}${s.remote ? ` (${s.remote})` : ''}, accelerator ${s.accelerator}`);
+  println(`registry: ${result.registry}`);
+  println(`images:   ${result.images_dir}`);
+}
+
