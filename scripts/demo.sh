@@ -1,25 +1,67 @@
 #!/usr/bin/env bash
-# `npm run demo`: PIM's main job on this machine. Until local builds land it shows what a build
-# starts from: the ISO catalog, the merged default profile and the preseed PIM serves for it,
-# fetched over HTTP from the real server on a loopback port.
+# `npm run demo`: PIM's main job on this machine -- build the `default` profile into a
+# cloud-init ready qcow2, then ask again and get the answer from the cache.
+#
+# With the official Debian netinst ISO when its host answers; otherwise (as on machines without
+# a route to the CD image hosts) with the test installer media of test/fixtures/test-installer,
+# which honour the same netinst contract and install real Debian 12 from Debian's archive.
+# The demo project lives in .demo/ (PIM_DEMO_PROJECT overrides); images and the registry go
+# where PIM always puts them ($XDG_DATA_HOME/pim).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
 bash scripts/ensure-deps.sh
-pim() { node bin/pim.js "$@"; }
+project=${PIM_DEMO_PROJECT:-$repo/.demo}
+mkdir -p "$project"
+pim() { node "$repo/bin/pim.js" --project "$project" "$@"; }
 
-echo "== pim doctor"
-pim doctor || true
+arch=$(node -e 'console.log(process.arch === "arm64" ? "arm64" : "x86_64")')
+official=$(node "$repo/bin/pim.js" iso list --json | node -e '
+  const list = JSON.parse(require("fs").readFileSync(0, "utf8"));
+  const want = process.argv[1];
+  const e = list.filter((i) => i.arch === want && i.distro === "debian").sort((a, b) => b.version.localeCompare(a.version, undefined, { numeric: true }))[0];
+  console.log(e ? `${e.name} ${e.url}` : "");' "$arch")
+read -r official_name official_url <<< "$official"
+
+if [ -n "$official_url" ] && curl -sfI --max-time 10 "$official_url" >/dev/null 2>&1; then
+  echo "demo: using the official ISO $official_name ($official_url answers)"
+  rm -f "$project/profiles.d/demo-media.yml" "$project/isos.d/demo-media.yml"
+else
+  echo "demo: the official ISO ${official_name:-for $arch} cannot be downloaded here (${official_url:-no catalog entry} does not answer);"
+  echo "demo: using the test installer media instead (test/fixtures/test-installer: same netinst contract, real Debian 12)"
+  if [ "$arch" != x86_64 ]; then echo "demo: the test installer media exist for x86_64 only" >&2; exit 1; fi
+  iso=$(bash test/fixtures/test-installer/build.sh | tail -1)
+  sum=$(sha256sum "$iso" | cut -d' ' -f1)
+  mkdir -p "$project/isos.d" "$project/profiles.d"
+  cat > "$project/isos.d/demo-media.yml" <<YML
+# Written by scripts/demo.sh: the locally built test installer media.
+pim-test-installer-amd64:
+  url: file://$iso
+  checksum: sha256:$sum
+  arch: x86_64
+  distro: debian
+  version: "12.0-pimtest"
+  filename: pim-test-installer-amd64-${sum:0:12}.iso
+YML
+  cat > "$project/profiles.d/demo-media.yml" <<YML
+# Written by scripts/demo.sh: build the default profile from the test installer media.
+default:
+  iso: pim-test-installer-amd64
+YML
+fi
+
 echo
-echo "== pim iso list"
-pim iso list
+echo "== pim build run default --arch $arch"
+pim build run default --arch "$arch"
+image=$(pim build show default --arch "$arch" --json | node -e 'console.log(JSON.parse(require("fs").readFileSync(0, "utf8")).path)')
 echo
-echo "== pim profile show default"
-pim profile show default
+echo "== qemu-img check $image"
+qemu-img check "$image"
 echo
-port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
-pim serve default --bind 127.0.0.1 --port "$port" > /tmp/pim-demo-serve.log 2>&1 &
-server=$!
-trap 'kill -INT $server 2>/dev/null || true' EXIT
-for _ in $(seq 50); do curl -fsS "http://127.0.0.1:$port/preseed.cfg" >/dev/null 2>&1 && break; sleep 0.1; done
-echo "== GET http://127.0.0.1:$port/preseed.cfg (pim serve default)"
-curl -fsS "http://127.0.0.1:$port/preseed.cfg"
+echo "== pim build run default --arch $arch (again: nothing changed, so the cache answers)"
+start=$(date +%s%N)
+pim build run default --arch "$arch"
+end=$(date +%s%N)
+echo "cache hit answered in $(( (end - start) / 1000000 )) ms"
+echo
+pim build list

@@ -1,5 +1,6 @@
-import { createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
@@ -105,6 +106,7 @@ function normalized(checksum: string): string {
 
 /** Downloads `url` into `part`, resuming from its current size when the server allows it. */
 async function fetchResumable(url: string, part: string, onProgress?: ProgressCallback): Promise<void> {
+  if (url.startsWith('file:')) return copyLocal(fileURLToPath(url), part, onProgress);
   const have = existsSync(part) ? statSync(part).size : 0;
   let res: Response;
   try {
@@ -132,4 +134,21 @@ async function fetchResumable(url: string, part: string, onProgress?: ProgressCa
   if (total !== undefined && received < total) {
     throw new WorkError(`download of ${url} ended early at ${received} of ${total} bytes (kept ${part} to resume)`);
   }
+}
+
+/** `file://` URLs: media already on this machine (a local mirror, a test installer). */
+async function copyLocal(path: string, part: string, onProgress?: ProgressCallback): Promise<void> {
+  let total: number;
+  try {
+    total = statSync(path).size;
+  } catch (err) {
+    throw new WorkError(`cannot read ${path}: ${errorMessage(err)}`);
+  }
+  let received = 0;
+  const source = createReadStream(path);
+  source.on('data', (chunk) => {
+    received += chunk.length;
+    onProgress?.(received, total);
+  });
+  await pipeline(source, createWriteStream(part));
 }
