@@ -27,6 +27,12 @@ export interface VmExit {
 
 export type StopOutcome = 'already-exited' | 'acpi' | 'quit' | 'killed';
 
+/** Run dirs (QMP sockets) of live VMs, removed on exit even when PIM exits on a signal. */
+const liveRunDirs = new Set<string>();
+process.on('exit', () => {
+  for (const dir of liveRunDirs) rmSync(dir, { recursive: true, force: true });
+});
+
 /**
  * One running QEMU: started through the process registry (so it dies with PIM), with a QMP
  * connection, a serial console written to a file, and optionally SSH forwarded from loopback.
@@ -70,6 +76,7 @@ export class Vm {
       const lease = options.forwardSsh ? await leasePort() : undefined;
       // unix socket paths are limited to ~100 bytes: keep the QMP socket in a short temp dir.
       const runDir = mkdtempSync(join(tmpdir(), 'pim-vm-'));
+      liveRunDirs.add(runDir);
       const qmpSocket = join(runDir, 'qmp.sock');
       const command = qemuCommand({ ...spec, sshPort: lease?.port, qmpSocket });
       const child = spawnManaged(command.binary, command.args, { stdio: ['ignore', 'ignore', 'pipe'], log: options.log });
@@ -94,6 +101,7 @@ export class Vm {
       await exited;
       lease?.release();
       rmSync(runDir, { recursive: true, force: true });
+      liveRunDirs.delete(runDir);
       const detail = stderr.trim().split('\n').slice(-2).join(' / ');
       if (/host forwarding|Address already in use/i.test(stderr) && attempt < 3) continue;
       if (first.kind === 'error') throw new WorkError(`QEMU started but its QMP socket never answered: ${detail || String(first.err)}`);
@@ -153,5 +161,6 @@ export class Vm {
     this.qmp.close();
     this.lease?.release();
     rmSync(this.runDir, { recursive: true, force: true });
+    liveRunDirs.delete(this.runDir);
   }
 }

@@ -93,7 +93,7 @@ test('two processes leasing ports at the same moment never get the same port', a
 
 for (const signal of ['SIGTERM', 'SIGINT', 'SIGKILL'] as const) {
   test(`killing the owning PIM process with ${signal} leaves no qemu-system process behind`, async () => {
-    const holder = spawn(process.execPath, [join(repoRoot, 'dist/test/fixtures/vm-holder.js')], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const holder = spawn(process.execPath, [join(repoRoot, 'dist/test/fixtures/vm-holder.js'), box.root], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     holder.stdout!.on('data', (c: Buffer) => (out += c.toString()));
     await until(() => /STARTED \d+/.test(out), 60_000, 'the holder to start its VM');
@@ -104,5 +104,9 @@ for (const signal of ['SIGTERM', 'SIGINT', 'SIGKILL'] as const) {
     const [code, sig] = await once(holder, 'exit');
     if (signal !== 'SIGKILL') assert.equal(code, 130, `exit code after ${signal} (signal ${sig})`);
     await until(() => !processAlive(qemuPid), 5_000, `QEMU ${qemuPid} to be gone`);
+    if (signal !== 'SIGKILL') {
+      const qmpDir = /unix:(\/[^,]+)\/qmp\.sock/.exec(readFileSync(join(box.root, 'holder-cmdline.txt'), 'utf8'))?.[1];
+      assert.ok(qmpDir && !existsSync(qmpDir), `the VM's run dir ${qmpDir} is removed`);
+    }
   });
 }
