@@ -1,4 +1,4 @@
-import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Project } from '../config/project.js';
@@ -77,7 +77,13 @@ export async function buildImage(project: Project, options: BuildOptions, io: Bu
   const buildId = `${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
   const workDir = join(project.imagesDir(), '.work', `${plan.profileName}-${plan.arch}-${buildId}`);
   mkdirSync(workDir, { recursive: true, mode: 0o700 });
-  const log = new BuildLog(join(workDir, 'build.log'), [plan.profile.password, plan.profile.password_crypted as string | undefined]);
+  // The log lives outside the work dir (which the steps' cleanup removes): under the state dir
+  // while the build runs and when it fails, next to the image when it succeeds.
+  mkdirSync(project.logsDir(), { recursive: true });
+  const log = new BuildLog(join(project.logsDir(), `${plan.profileName}-${plan.arch}-${buildId}.log`), [
+    plan.profile.password,
+    plan.profile.password_crypted as string | undefined,
+  ]);
   log.line(`pim build ${plan.profileName} ${plan.arch}: key ${plan.cacheKey}, ISO ${plan.iso.name}, accelerator ${accel}`);
   const state: LocalBuildState = {
     plan,
@@ -98,22 +104,14 @@ export async function buildImage(project: Project, options: BuildOptions, io: Bu
   try {
     const timings = await withGracefulInterrupts((signal) => runSteps(LOCAL_STEPS, state, { signal, log, say, verbose: options.verbose ?? false }, io.reporter));
     const logPath = `${plan.imagePath}.log`;
-    copyFileSync(log.path, logPath);
+    renameSync(log.path, logPath);
     return { cached: false, record: state.record!, plan, timings, logPath };
   } catch (err) {
-    const saved = saveFailedLog(project, plan, log);
+    const saved = log.path;
     if (err instanceof InterruptedError) throw new InterruptedError(`build interrupted; nothing was registered (log: ${saved})`);
     const tail = log.tail(15).split('\n').map((l) => `  ${l}`).join('\n');
     throw new WorkError(`build of ${plan.profileName}/${plan.arch} failed: ${errorMessage(err)}\nlog: ${saved}\nlast lines of the log:\n${tail}`);
   }
-}
-
-function saveFailedLog(project: Project, plan: BuildPlan, log: BuildLog): string {
-  const dir = project.logsDir();
-  mkdirSync(dir, { recursive: true });
-  const path = join(dir, `${plan.profileName}-${plan.arch}-${new Date().toISOString().replace(/[:.]/g, '-')}.log`);
-  if (existsSync(log.path)) copyFileSync(log.path, path);
-  return path;
 }
 
 /** The ISO must be downloaded and verified before a build boots it. */
