@@ -4,5 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-deps.sh
-mapfile -t files < <(find dist/test -name '*.test.js' | sort)
+if [ "${PIM_TEST_SKIP_SLOW:-}" = 1 ]; then
+  mapfile -t files < <(find dist/test -name '*.test.js' -not -path 'dist/test/e2e/*' | sort)
+else
+  mapfile -t files < <(find dist/test -name '*.test.js' | sort)
+fi
 exec node --test --test-concurrency=2 "${files[@]}"

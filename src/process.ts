@@ -101,6 +101,9 @@ export async function runChecked(command: string, args: readonly string[], optio
 export function spawnManaged(command: string, args: readonly string[], options: SpawnOptions & { log?: LogFn } = {}): ChildProcess {
   const { log, ...spawnOptions } = options;
   log?.(`$ ${shellJoin([command, ...args])}`);
+  // Its own process group: a terminal's Ctrl+C reaches PIM only, and PIM stops the child in
+  // its own time (a build's cleanup), instead of the child dying under a step that runs it.
+  spawnOptions.detached ??= true;
   const wrap = process.platform === 'linux' && setprivPath() !== undefined;
   const child = wrap
     ? spawn(setprivPath()!, ['--pdeathsig', 'SIGKILL', '--', command, ...args], spawnOptions)

@@ -5,7 +5,7 @@ import type { Project } from '../config/project.js';
 import { ConfigError, InterruptedError, WorkError, errorMessage } from '../errors.js';
 import { IsoCatalog } from '../iso/catalog.js';
 import { IsoStore } from '../iso/store.js';
-import { withGracefulInterrupts } from '../lifecycle.js';
+import { interruptSignal, withGracefulInterrupts } from '../lifecycle.js';
 import { Profiles } from '../profile/profiles.js';
 import { acceleratorReport, selectAccelerator, TCG_WARNING } from '../qemu/accel.js';
 import type { Accelerator } from '../qemu/command.js';
@@ -108,7 +108,8 @@ export async function buildImage(project: Project, options: BuildOptions, io: Bu
     return { cached: false, record: state.record!, plan, timings, logPath };
   } catch (err) {
     const saved = log.path;
-    if (err instanceof InterruptedError) throw new InterruptedError(`build interrupted; nothing was registered (log: ${saved})`);
+    // A step can fail because of the interrupt itself (a VM killed under it): still an interrupt.
+    if (err instanceof InterruptedError || interruptSignal.aborted) throw new InterruptedError(`build interrupted; nothing was registered (log: ${saved})`);
     const tail = log.tail(15).split('\n').map((l) => `  ${l}`).join('\n');
     throw new WorkError(`build of ${plan.profileName}/${plan.arch} failed: ${errorMessage(err)}\nlog: ${saved}\nlast lines of the log:\n${tail}`);
   }
