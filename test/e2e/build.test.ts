@@ -10,11 +10,12 @@ import { waitForSsh } from '../../src/ssh/connection.js';
 import { createBuildKeyPair } from '../../src/ssh/keys.js';
 import { Registry } from '../../src/registry/registry.js';
 import { pim, sandbox } from '../helpers/env.js';
-import { testInstallerIso } from '../helpers/installer.js';
+import { rootSkip, testInstallerIso } from '../helpers/installer.js';
 import { useTestInstaller } from '../helpers/build-project.js';
 
 const box = sandbox('pim-build-');
 before(() => {
+  if (rootSkip) return;
   const isoName = useTestInstaller(box, testInstallerIso());
   box.write(
     'profiles.d/e2e.yml',
@@ -26,7 +27,7 @@ before(() => {
 });
 after(() => box.cleanup());
 
-test('pim build run builds a registered image; booted with a NoCloud seed it is a clean cloud-init clone', { timeout: 60 * 60_000 }, async () => {
+test('pim build run builds a registered image; booted with a NoCloud seed it is a clean cloud-init clone', { skip: rootSkip, timeout: 60 * 60_000 }, async () => {
   const r = await pim(box, ['build', 'run', 'e2e', '--arch', 'x86_64'], { timeoutMs: 50 * 60_000 });
   assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
   for (const step of ['disk', 'keys', 'serve', 'install', 'boot', 'provision', 'shutdown', 'compact', 'register']) {

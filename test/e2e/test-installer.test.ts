@@ -13,7 +13,7 @@ import { Vm, type VmSpecInput } from '../../src/qemu/vm.js';
 import { waitForSsh, type SshConnection } from '../../src/ssh/connection.js';
 import { repoRoot, sandbox } from '../helpers/env.js';
 import { until } from '../helpers/fixtures.js';
-import { testInstallerIso } from '../helpers/installer.js';
+import { rootSkip, testInstallerIso } from '../helpers/installer.js';
 
 const INSTALL_TIMEOUT = 30 * 60_000;
 const box = sandbox('pim-ti-');
@@ -24,6 +24,7 @@ const shippedInstall = readFileSync(join(repoRoot, 'assets/installs.d/default.sh
 const shippedPreseed = readFileSync(join(repoRoot, 'assets/preseeds.d/default.cfg.ejs'), 'utf8');
 
 before(() => {
+  if (rootSkip) return;
   iso = testInstallerIso();
   box.write(
     'profiles.d/ti.yml',
@@ -84,7 +85,7 @@ async function installWithKernel(name: string, profileName: string, disk: string
   }
 }
 
-test('a preseeded install from the kernel and initrd read out of the ISO; the disk then boots on its own', { timeout: 45 * 60_000 }, async () => {
+test('a preseeded install from the kernel and initrd read out of the ISO; the disk then boots on its own', { skip: rootSkip, timeout: 45 * 60_000 }, async () => {
   const disk = join(box.root, 'ti.qcow2');
   await disks.create(disk, '6G');
   const log = await installWithKernel('ti-install', 'ti', disk);
@@ -111,7 +112,7 @@ test('a preseeded install from the kernel and initrd read out of the ISO; the di
   }
 });
 
-test('booted from the ISO alone: the isolinux prompt on the serial console takes a typed boot line, and the machine reboots into the installed system', { timeout: 45 * 60_000 }, async () => {
+test('booted from the ISO alone: the isolinux prompt on the serial console takes a typed boot line, and the machine reboots into the installed system', { skip: rootSkip, timeout: 45 * 60_000 }, async () => {
   const disk = join(box.root, 'tiboot.qcow2');
   await disks.create(disk, '6G');
   const server = await serve('tiboot');
@@ -147,7 +148,7 @@ test('booted from the ISO alone: the isolinux prompt on the serial console takes
   }
 });
 
-test('a preseed that breaks the install ends with the FAILED line and powers off', { timeout: 45 * 60_000 }, async () => {
+test('a preseed that breaks the install ends with the FAILED line and powers off', { skip: rootSkip, timeout: 45 * 60_000 }, async () => {
   const disk = join(box.root, 'broken.qcow2');
   await disks.create(disk, '6G');
   const log = await installWithKernel('broken', 'broken', disk);

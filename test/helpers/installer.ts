@@ -16,3 +16,6 @@ export function testInstallerIso(): string {
     .at(-1)!;
   return iso;
 }
+
+/** The media need root (debootstrap, chroot): elsewhere the end-to-end tests are skipped, saying why. */
+export const rootSkip: false | string = process.getuid?.() === 0 ? false : 'needs root to build the test installer media (debootstrap)';
