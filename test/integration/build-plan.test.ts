@@ -119,3 +119,17 @@ test('build status --json names the host arch, accelerators and builders', async
   assert.equal(s.arches.arm64.builder, 'local');
   assert.ok(['tcg', 'kvm', 'hvf'].includes(s.arches.x86_64.accelerator));
 });
+
+test('--verbose on a cache miss names the inputs that changed since the last build', async () => {
+  const plan = resolvePlan(project(), { profileName: 'broken', arch: 'x86_64' });
+  const registry = new Registry(join(box.root, 'data', 'pim', 'registry.yml'));
+  const image = join(box.root, 'broken-old.qcow2');
+  writeFileSync(image, 'x');
+  await registry.registerImage({
+    profile: 'broken', arch: 'x86_64', cache_key: 'old', inputs: { ...plan.inputs, 'script:bad': 'previous-hash', iso_checksum: 'sha256:old' }, path: image,
+    iso: 'local-iso', built_at: '2026-11-01T00:00:00Z', build_seconds: 1, builder: 'local', virtual_size: 1, file_size: 1, sha256: 'x',
+  });
+  const r = await pim(box, ['build', 'run', 'broken', '--arch', 'x86_64', '--verbose']);
+  assert.match(r.stderr, /cache miss for broken\/x86_64; changed since the last build: iso_checksum, script:bad/);
+  assert.equal(r.status, 2, 'and then the syntax check stops it');
+});
