@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Arch } from '../arch.js';
 import { WorkError } from '../errors.js';
@@ -47,7 +47,6 @@ export class IsoReader {
   async readText(path: string, scratch: string): Promise<string | undefined> {
     const dest = join(scratch, `cfg-${path.replace(/[^A-Za-z0-9]/g, '_')}`);
     if (!(await this.extract(path, dest))) return undefined;
-    const { readFileSync } = await import('node:fs');
     return readFileSync(dest, 'utf8');
   }
 }
