@@ -26,10 +26,6 @@ export class BuildLog {
     appendFileSync(this.path, `${new Date().toISOString()} ${this.mask(text)}\n`);
   }
 
-  lines(prefix: string, text: string): void {
-    for (const l of text.split('\n')) if (l.length) this.line(`${prefix}${l}`);
-  }
-
   tail(count = 20): string {
     if (!existsSync(this.path)) return '';
     return readFileSync(this.path, 'utf8').trimEnd().split('\n').slice(-count).join('\n');

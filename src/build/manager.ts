@@ -1,9 +1,9 @@
 import { mkdirSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import type { Arch } from '../arch.js';
 import type { Project } from '../config/project.js';
 import { ConfigError, InterruptedError, WorkError, errorMessage } from '../errors.js';
-import { IsoCatalog } from '../iso/catalog.js';
 import { IsoStore } from '../iso/store.js';
 import { interruptSignal, withGracefulInterrupts } from '../lifecycle.js';
 import { Profiles } from '../profile/profiles.js';
@@ -35,14 +35,14 @@ export type BuildResult =
   | { cached: true; record: ImageRecord; plan: BuildPlan }
   | { cached: false; record: ImageRecord; plan: BuildPlan; timings: StepTiming[]; logPath: string };
 
-/** The cache check: the registered image for (profile, arch) if it has this key and is intact. */
-export function cachedImage(project: Project, plan: BuildPlan): ImageRecord | undefined {
-  const record = new Registry(project.registryPath()).getImage(plan.profileName, plan.arch);
+/** The cache check: `record` (the registered image for the plan's profile and arch) if it has the plan's key and is intact. */
+export function cacheHit(record: ImageRecord | undefined, plan: BuildPlan): ImageRecord | undefined {
   return record && record.cache_key === plan.cacheKey && imageIntact(record) ? record : undefined;
 }
 
-export async function selectedAccelerator(project: Project, plan: BuildPlan): Promise<Accelerator> {
-  const report = await acceleratorReport(plan.arch, project.paths.cacheDir);
+/** The accelerator for `arch` guests: pim.yml's override, else the best one the (cached) probe found. */
+export async function selectedAccelerator(project: Project, arch: Arch): Promise<Accelerator> {
+  const report = await acceleratorReport(arch, project.paths.cacheDir);
   return selectAccelerator(report, project.pimConfig().build.accelerator);
 }
 
@@ -57,10 +57,9 @@ export function requireLocalBuilder(plan: BuildPlan): void {
 /** `pim build run`: plan, answer from the cache, or build locally and register the image. */
 export async function buildImage(project: Project, options: BuildOptions, io: BuildIo): Promise<BuildResult> {
   const plan = resolvePlan(project, options);
-  const registry = new Registry(project.registryPath());
-  const previous = registry.getImage(plan.profileName, plan.arch);
+  const previous = new Registry(project.registryPath()).getImage(plan.profileName, plan.arch);
   if (!options.force) {
-    const hit = cachedImage(project, plan);
+    const hit = cacheHit(previous, plan);
     if (hit) return { cached: true, record: hit, plan };
   }
   if (options.verbose && previous) {
@@ -70,13 +69,13 @@ export async function buildImage(project: Project, options: BuildOptions, io: Bu
   requireLocalBuilder(plan);
   await checkScriptSyntax(plan.scripts);
   await ensureIso(project, plan, io);
-  const accel = await selectedAccelerator(project, plan);
+  const accel = await selectedAccelerator(project, plan.arch);
   if (accel === 'tcg') io.say(`warning: ${TCG_WARNING}`);
   const firmware = plan.arch === 'arm64' ? requireAarch64Firmware() : undefined;
 
   const buildId = `${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
+  // Made (and removed) by the disk step.
   const workDir = join(project.imagesDir(), '.work', `${plan.profileName}-${plan.arch}-${buildId}`);
-  mkdirSync(workDir, { recursive: true, mode: 0o700 });
   // The log lives outside the work dir (which the steps' cleanup removes): under the state dir
   // while the build runs and when it fails, next to the image when it succeeds.
   mkdirSync(project.logsDir(), { recursive: true });
@@ -118,7 +117,7 @@ export async function buildImage(project: Project, options: BuildOptions, io: Bu
 /** The ISO must be downloaded and verified before a build boots it. */
 async function ensureIso(project: Project, plan: BuildPlan, io: BuildIo): Promise<void> {
   const store = new IsoStore(project.isoDir());
-  const entry = IsoCatalog.load(project).get(plan.iso.name);
+  const entry = plan.iso;
   const status = store.status(entry);
   if (status.state === 'verified') return;
   if (status.state === 'downloaded') {

@@ -1,11 +1,10 @@
 import { readdirSync, rmSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ARCHES, hostArch, normalizeArch } from '../arch.js';
-import { buildImage, cachedImage, selectedAccelerator } from '../build/manager.js';
+import { buildImage, cacheHit, selectedAccelerator } from '../build/manager.js';
 import { resolvePlan } from '../build/plan.js';
 import { ConfigError } from '../errors.js';
 import { IsoStore } from '../iso/store.js';
-import { acceleratorReport, selectAccelerator } from '../qemu/accel.js';
 import { qemuCommand } from '../qemu/command.js';
 import { findAarch64Firmware } from '../qemu/firmware.js';
 import { Registry, imageIntact, type ImageRecord } from '../registry/registry.js';
@@ -39,9 +38,9 @@ export async function runBuild(opts: RunOptions, profileName: string): Promise<v
 async function dryRun(opts: RunOptions, profileName: string): Promise<void> {
   const project = projectFrom(opts);
   const plan = resolvePlan(project, { profileName, arch: opts.arch, local: opts.local });
-  const hit = !opts.force && cachedImage(project, plan);
+  const hit = !opts.force && cacheHit(new Registry(project.registryPath()).getImage(plan.profileName, plan.arch), plan);
   const iso = new IsoStore(project.isoDir());
-  const accel = await selectedAccelerator(project, plan);
+  const accel = await selectedAccelerator(project, plan.arch);
   const firmware = plan.arch === 'arm64' ? findAarch64Firmware() : undefined;
   const work = join(project.imagesDir(), '.work', `${profileName}-${plan.arch}-<id>`);
   const common = {
@@ -134,10 +133,9 @@ export async function status(opts: GlobalOptions & { json?: boolean }): Promise<
   const config = project.pimConfig();
   const arches: Record<string, { accelerator: string; builder: string; remote?: string }> = {};
   for (const arch of ARCHES) {
-    const report = await acceleratorReport(arch, project.paths.cacheDir);
     const builder = config.build.builders[arch] ?? 'local';
     arches[arch] = {
-      accelerator: selectAccelerator(report, config.build.accelerator),
+      accelerator: await selectedAccelerator(project, arch),
       builder,
       ...(builder !== 'local' ? { remote: config.build.remotes[builder] ? 'configured (remote builds are not available yet)' : 'not defined in build.remotes' } : {}),
     };
