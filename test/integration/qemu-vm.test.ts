@@ -110,3 +110,15 @@ for (const signal of ['SIGTERM', 'SIGINT', 'SIGKILL'] as const) {
     }
   });
 }
+
+test('the accelerator the probe selects for x86_64 really boots a Linux kernel (a KVM that runs firmware but no kernel is not selected)', async () => {
+  const { acceleratorReport, selectAccelerator } = await import('../../src/qemu/accel.js');
+  const report = await acceleratorReport('x86_64', undefined);
+  const accel = selectAccelerator(report);
+  const vm = await Vm.start({ spec: { ...spec('selected-accel'), accel } });
+  try {
+    await until(() => serial('selected-accel').includes('PIM-TINY-VM: booted'), 120_000, `the kernel to boot under ${accel} (${JSON.stringify(report)})`);
+  } finally {
+    vm.kill();
+  }
+});
