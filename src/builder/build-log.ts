@@ -1,25 +1,25 @@
 import { appendFileSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { maskText } from '../secrets.js';
 
 /**
  * A build's log file: command lines, consoles, script output and timings, each line
- * timestamped. Secrets (the profile's password) are masked before anything is written.
+ * timestamped. Secrets (the profile's passwords, URL credentials) are masked before anything
+ * is written.
  */
 export class BuildLog {
   private readonly secrets: string[];
 
   constructor(
     readonly path: string,
-    secrets: (string | undefined)[] = [],
+    secrets: readonly (string | undefined)[] = [],
   ) {
     mkdirSync(dirname(path), { recursive: true });
     this.secrets = secrets.filter((s): s is string => typeof s === 'string' && s.length >= 3);
   }
 
   mask(text: string): string {
-    let out = text;
-    for (const secret of this.secrets) out = out.split(secret).join('********');
-    return out;
+    return maskText(text, this.secrets);
   }
 
   line(text: string): void {

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 
 /** Bumped whenever PIM changes how it builds, so that old images stop matching. */
-export const BUILD_FORMAT_VERSION = 1;
+export const BUILD_FORMAT_VERSION = 2;
 
 /** JSON with map keys sorted at every depth: the same data always serialises the same way. */
 export function canonicalJson(value: unknown): string {
@@ -25,6 +25,10 @@ export interface CacheInputs {
   installTemplate: string;
   /** Script contents in run order. */
   scripts: { name: string; content: string }[];
+  /** PIM's own guest commands (prepare, seal): they shape the image as much as a script does. */
+  guestScripts?: string[];
+  /** The build settings that change the output file (disk size, compression, upgrade, build user). */
+  settings?: Record<string, unknown>;
   isoChecksum: string;
   arch: string;
   formatVersion?: number;
@@ -40,6 +44,8 @@ export function computeCacheKey(inputs: CacheInputs): { key: string; inputs: Rec
     preseed_template: sha256(inputs.preseedTemplate),
     install_template: sha256(inputs.installTemplate),
     scripts_order: sha256(inputs.scripts.map((s) => s.name).join('\n')),
+    guest_scripts: sha256(canonicalJson(inputs.guestScripts ?? [])),
+    settings: sha256(canonicalJson(inputs.settings ?? {})),
     iso_checksum: inputs.isoChecksum,
     arch: inputs.arch,
     format_version: String(inputs.formatVersion ?? BUILD_FORMAT_VERSION),

@@ -9,51 +9,50 @@ import type { Accelerator } from '../qemu/command.js';
 import { DiskImages } from '../qemu/disk.js';
 import type { Aarch64Firmware } from '../qemu/firmware.js';
 import { Vm, type VmSpecInput } from '../qemu/vm.js';
-import { Registry, type ImageRecord } from '../registry/registry.js';
 import { PreseedServer } from '../server/preseed-server.js';
 import { waitForSsh, type SshConnection } from '../ssh/connection.js';
 import { createBuildKeyPair, type BuildKeyPair } from '../ssh/keys.js';
 import { shq } from '../shell.js';
 import { followFile } from './build-log.js';
-import type { BuildPlan } from './plan.js';
+import type { BuildJob } from './builder.js';
+import type { BuildPlan, TemplateSource } from './plan.js';
 import type { Step, StepContext } from './steps.js';
 
 export interface LocalBuildState {
+  job: BuildJob;
   plan: BuildPlan;
   project: Project;
   profiles: Profiles;
   accel: Accelerator;
   firmware?: Aarch64Firmware;
-  workDir: string;
-  keepFailed: boolean;
-  buildId: string;
-  startedAt: number;
   diskPath: string;
   keys?: BuildKeyPair;
   server?: PreseedServer;
   vm?: Vm;
   ssh?: SshConnection;
-  record?: ImageRecord;
+  patchedAt?: string;
+  warnings: string[];
+  output?: { sha256: string; virtualSize: number; fileSize: number };
 }
 
 const disks = (ctx: StepContext) => new DiskImages('qemu-img', (line) => ctx.log.line(line));
 
 function baseSpec(state: LocalBuildState, name: string): VmSpecInput {
-  const { plan } = state;
+  const { plan, job } = state;
   return {
-    name: `pim-${state.buildId}-${name}`,
+    name: `pim-${job.buildId}-${name}`,
     arch: plan.arch,
     accel: state.accel,
     memoryMb: plan.settings.memoryMb,
     cpus: plan.settings.cpus,
     disk: { path: state.diskPath, format: 'qcow2' },
-    serialLog: join(state.workDir, `${name}-console.log`),
+    serialLog: join(job.workDir, `${name}-console.log`),
     firmware: state.firmware,
-    efiVars: state.firmware?.vars ? join(state.workDir, 'efivars.fd') : undefined,
+    efiVars: state.firmware?.vars ? join(job.workDir, 'efivars.fd') : undefined,
   };
 }
 
-/** Runs `vm`'s life with its serial console copied into the build log (and shown with --verbose). */
+/** Copies a VM's serial console into the build log (and to the terminal with --verbose). */
 function followConsole(path: string, ctx: StepContext): () => void {
   return followFile(path, (line) => {
     ctx.log.line(`console| ${line}`);
@@ -70,26 +69,52 @@ async function stopVm(state: LocalBuildState): Promise<void> {
   }
 }
 
+function consoleTail(vm: Vm): string {
+  return Vm.tail(vm.serialLog, 15);
+}
+
+/**
+ * `work`, unless the VM exits first: then the step fails at once, with the console's last
+ * lines, instead of waiting out a timeout for a machine that is gone.
+ */
+async function whileVmRuns<T>(vm: Vm, what: string, work: Promise<T>): Promise<T> {
+  work.catch(() => undefined);
+  const exit = vm.exited.then((info) => {
+    throw new WorkError(`the VM exited (${info.signal ? `killed by ${info.signal}` : `code ${info.code}`}) during ${what}; last console lines:\n${consoleTail(vm)}`);
+  });
+  exit.catch(() => undefined);
+  return Promise.race([work, exit]);
+}
+
+function timeout(ms: number, message: () => string): { promise: Promise<never>; clear(): void } {
+  let timer: NodeJS.Timeout | undefined;
+  const promise = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new WorkError(message())), ms);
+  });
+  promise.catch(() => undefined);
+  return { promise, clear: () => clearTimeout(timer) };
+}
+
 export const diskStep: Step<LocalBuildState> = {
   name: 'disk',
   async run(state, ctx) {
-    mkdirSync(state.workDir, { recursive: true, mode: 0o700 });
+    mkdirSync(state.job.workDir, { recursive: true, mode: 0o700 });
     await disks(ctx).create(state.diskPath, state.plan.settings.diskSize);
     ctx.say(`disk ${state.diskPath} (${state.plan.settings.diskSize})`);
   },
   cleanup(state, ctx, outcome) {
-    if (outcome !== 'success' && state.keepFailed) {
-      ctx.say(`kept the work dir for debugging: ${state.workDir}`);
+    if (outcome !== 'success' && state.job.keepFailed) {
+      ctx.say(`kept the work dir for debugging: ${state.job.workDir}`);
       return;
     }
-    rmSync(state.workDir, { recursive: true, force: true });
+    rmSync(state.job.workDir, { recursive: true, force: true });
   },
 };
 
 export const keysStep: Step<LocalBuildState> = {
   name: 'keys',
   async run(state) {
-    state.keys = createBuildKeyPair(join(state.workDir, 'keys'), `pim-build-${state.buildId}`);
+    state.keys = createBuildKeyPair(join(state.job.workDir, 'keys'), `pim-build-${state.job.buildId}`);
   },
   cleanup(state) {
     state.keys?.remove();
@@ -99,14 +124,17 @@ export const keysStep: Step<LocalBuildState> = {
 export const serveStep: Step<LocalBuildState> = {
   name: 'serve',
   async run(state, ctx) {
-    // Bound to loopback only: the VM reaches it as 10.0.2.2 through user-mode networking.
+    const { plan } = state;
+    // Bound to loopback only: the VM reaches it as 10.0.2.2 through user-mode networking. It
+    // serves the profile and template bytes the plan hashed, whatever the files say now.
     state.server = new PreseedServer({
       profiles: state.profiles,
-      profileName: state.plan.profileName,
+      profileName: plan.profileName,
+      snapshot: { profile: plan.profile, preseed: plan.templates.preseed, install: plan.templates.install },
       bind: '127.0.0.1',
       urlHost: '10.0.2.2',
       publicKey: state.keys!.publicKey,
-      arch: state.plan.arch,
+      arch: plan.arch,
       log: (line) => ctx.log.line(`http| ${line}`),
     });
     await state.server.start();
@@ -120,25 +148,50 @@ export const serveStep: Step<LocalBuildState> = {
 export const installStep: Step<LocalBuildState> = {
   name: 'install',
   async run(state, ctx) {
-    const { plan } = state;
-    const boot = await extractInstallerBootFiles(plan.isoPath, plan.arch, join(state.workDir, 'installer'), (l) => ctx.log.line(l));
+    const { plan, job } = state;
+    const { settings } = plan;
+    const server = state.server!;
+    const boot = await extractInstallerBootFiles(plan.isoPath, plan.arch, join(job.workDir, 'installer'), (l) => ctx.log.line(l));
     ctx.log.line(`installer kernel ${boot.source.kernel}, initrd ${boot.source.initrd}`);
     const console = plan.arch === 'arm64' ? 'ttyAMA0' : 'ttyS0';
-    const append = `auto=true priority=critical preseed/url=${state.server!.preseedUrl} DEBIAN_FRONTEND=text console=${console},115200n8`;
+    const append = `auto=true priority=critical preseed/url=${server.preseedUrl} DEBIAN_FRONTEND=text console=${console},115200n8`;
     const spec = { ...baseSpec(state, 'install'), cdrom: plan.isoPath, kernel: { path: boot.kernel, initrd: boot.initrd, append }, noReboot: true };
     const stopFollowing = followConsole(spec.serialLog, ctx);
     try {
-      state.vm = await Vm.start({ spec, log: (l) => ctx.log.line(l), onStderr: (l) => ctx.log.line(`qemu| ${l}`) });
+      const vm = await Vm.start({ spec, log: (l) => ctx.log.line(l), onStderr: (l) => ctx.log.line(`qemu| ${l}`) });
+      state.vm = vm;
+      // An installer that never asks for its preseed (wrong URL, no network, a boot menu
+      // waiting for a key) is noticed after preseed_fetch_timeout, not after install_timeout.
+      const fetched = new Promise<never>((_, reject) => {
+        const timer = setTimeout(() => {
+          clearInterval(poll);
+          reject(new WorkError(`the installer did not fetch the preseed within ${settings.preseedFetchTimeoutS} s (build.preseed_fetch_timeout); last console lines:\n${consoleTail(vm)}`));
+        }, settings.preseedFetchTimeoutS * 1000);
+        const poll = setInterval(() => {
+          if (!server.preseedFetched && !vm.hasExited) return;
+          clearInterval(poll);
+          clearTimeout(timer);
+        }, 250);
+        vm.exited.finally(() => {
+          clearInterval(poll);
+          clearTimeout(timer);
+        });
+      });
+      fetched.catch(() => undefined);
+      const limit = timeout(settings.installTimeoutS * 1000, () => `install step timed out after ${settings.installTimeoutS} s (build.install_timeout); last console lines:\n${consoleTail(vm)}`);
       try {
-        await state.vm.waitForExit(plan.settings.installTimeoutS * 1000);
-      } catch {
-        throw new WorkError(`install step timed out after ${plan.settings.installTimeoutS} s (build.install_timeout); last console lines:\n${Vm.tail(spec.serialLog, 15)}`);
+        await Promise.race([vm.exited, fetched, limit.promise]);
+      } finally {
+        limit.clear();
+      }
+      if (!server.preseedFetched) {
+        throw new WorkError(`the installer stopped without fetching the preseed; last console lines:\n${consoleTail(vm)}`);
       }
     } finally {
       stopFollowing();
       await stopVm(state);
     }
-    if (state.server!.expectsInstallReport() && !state.server!.installReported) {
+    if (server.expectsInstallReport() && !server.installReported) {
       throw new WorkError(`the installer stopped without reporting success (preseed/late_command did not finish); last console lines:\n${Vm.tail(spec.serialLog, 15)}`);
     }
   },
@@ -152,21 +205,30 @@ export const bootStep: Step<LocalBuildState> = {
   async run(state, ctx) {
     const { settings } = state.plan;
     const spec = baseSpec(state, 'boot');
-    state.vm = await Vm.start({ spec, forwardSsh: true, log: (l) => ctx.log.line(l), onStderr: (l) => ctx.log.line(`qemu| ${l}`) });
+    const vm = await Vm.start({ spec, forwardSsh: true, log: (l) => ctx.log.line(l), onStderr: (l) => ctx.log.line(`qemu| ${l}`) });
+    state.vm = vm;
     const stop = followConsole(spec.serialLog, ctx);
-    const vm = state.vm;
-    vm.exited.then(() => stop(), () => stop());
+    vm.exited.then(stop, stop);
     ctx.say(`waiting for SSH on 127.0.0.1:${vm.sshPort} as ${settings.sshUser} (up to ${settings.sshTimeoutS} s)`);
-    state.ssh = await waitForSsh(
-      { host: '127.0.0.1', port: vm.sshPort!, username: settings.sshUser, privateKeyPath: state.keys!.privateKeyPath, hostKey: { kind: 'any' }, readyTimeout: 30_000 },
-      {
-        timeoutMs: settings.sshTimeoutS * 1000,
-        intervalMs: Math.min(2_000, settings.pollIntervalS * 1000),
-        maxIntervalMs: settings.pollIntervalS * 1000,
-        signal: ctx.signal,
-        onAttempt: (n, err) => ctx.log.line(`ssh attempt ${n}: ${err}`),
-      },
-    );
+    const giveUp = new AbortController();
+    try {
+      state.ssh = await whileVmRuns(
+        vm,
+        'the boot step (waiting for SSH)',
+        waitForSsh(
+          { host: '127.0.0.1', port: vm.sshPort!, username: settings.sshUser, privateKeyPath: state.keys!.privateKeyPath, hostKey: { kind: 'any' }, readyTimeout: 30_000 },
+          {
+            timeoutMs: settings.sshTimeoutS * 1000,
+            intervalMs: Math.min(2_000, settings.pollIntervalS * 1000),
+            maxIntervalMs: settings.pollIntervalS * 1000,
+            signal: AbortSignal.any([ctx.signal, giveUp.signal]),
+            onAttempt: (n, err) => ctx.log.line(`ssh attempt ${n}: ${err}`),
+          },
+        ),
+      );
+    } finally {
+      giveUp.abort();
+    }
   },
   async cleanup(state) {
     state.ssh?.end();
@@ -175,22 +237,50 @@ export const bootStep: Step<LocalBuildState> = {
   },
 };
 
+/** Runs one guest script as root over SSH, bounded by the script timeout and the VM's life. */
+async function runGuestScript(state: LocalBuildState, ctx: StepContext, name: string, source: TemplateSource, env: Record<string, string>): Promise<void> {
+  const ssh = state.ssh!;
+  const vm = state.vm!;
+  const { settings } = state.plan;
+  const remote = `/tmp/pim-provision-${name}.sh`;
+  await ssh.uploadContent(source.content, remote, 0o700);
+  ctx.say(`script ${name}`);
+  const envLine = Object.entries(env).map(([k, v]) => `${k}=${shq(v)}`).join(' ');
+  const running = ssh.execAsRoot(`${envLine} bash ${shq(remote)}; code=$?; rm -f ${shq(remote)}; exit $code`, (line) => {
+    ctx.log.line(`[${name}] ${line}`);
+    if (ctx.verbose) process.stderr.write(`  [${name}] ${ctx.log.mask(line)}\n`);
+  });
+  const limit = timeout(settings.scriptTimeoutS * 1000, () => `provisioning script '${name}' (${source.path}) did not finish within ${settings.scriptTimeoutS} s (build.script_timeout)`);
+  try {
+    const result = await whileVmRuns(vm, `provisioning script '${name}'`, Promise.race([running, limit.promise]));
+    if (result.code !== 0) {
+      throw new WorkError(`provisioning script '${name}' (${source.path}) exited ${result.code ?? `on signal ${result.signal}`}`);
+    }
+  } finally {
+    limit.clear();
+  }
+}
+
 export const provisionStep: Step<LocalBuildState> = {
   name: 'provision',
   async run(state, ctx) {
-    const ssh = state.ssh!;
-    for (const script of state.plan.scripts) {
-      const remote = `/tmp/pim-provision-${script.name}.sh`;
-      await ssh.upload(script.path, remote, undefined, 0o700);
-      ctx.say(`script ${script.name}`);
-      const env = `PIM_BUILD_KEY_COMMENT=${shq(state.keys!.comment)} PIM_BUILD_USER=${shq(state.plan.settings.sshUser)} PIM_PROFILE=${shq(state.plan.profileName)}`;
-      const result = await ssh.execAsRoot(`${env} bash ${shq(remote)}; code=$?; rm -f ${shq(remote)}; exit $code`, (line) => {
-        ctx.log.line(`[${script.name}] ${line}`);
-        if (ctx.verbose) process.stderr.write(`  [${script.name}] ${ctx.log.mask(line)}\n`);
-      });
-      if (result.code !== 0) {
-        throw new WorkError(`provisioning script '${script.name}' (${script.path}) exited ${result.code ?? `on signal ${result.signal}`}`);
-      }
+    const { plan } = state;
+    const env = {
+      PIM_BUILD_KEY_COMMENT: state.keys!.comment,
+      PIM_BUILD_USER: plan.settings.sshUser,
+      PIM_BUILD_USER_POLICY: plan.settings.buildUser,
+      PIM_PROFILE: plan.profileName,
+      PIM_ARCH: plan.arch,
+      PIM_UPGRADE: plan.settings.upgrade ? '1' : '0',
+    };
+    await runGuestScript(state, ctx, 'pim-prepare', plan.guest.prepare, env);
+    if (plan.settings.upgrade) state.patchedAt = new Date().toISOString();
+    for (const script of plan.scripts) await runGuestScript(state, ctx, script.name, script, env);
+    await runGuestScript(state, ctx, 'pim-seal', plan.guest.seal, env);
+    if (plan.settings.buildUser === 'keep') {
+      const warning = `build.build_user is 'keep': the build user '${plan.settings.sshUser}' keeps its password and its sudo rule in the image`;
+      state.warnings.push(warning);
+      ctx.say(`warning: ${warning}`);
     }
   },
 };
@@ -210,41 +300,16 @@ export const shutdownStep: Step<LocalBuildState> = {
 export const compactStep: Step<LocalBuildState> = {
   name: 'compact',
   async run(state, ctx) {
-    const { plan } = state;
-    mkdirSync(join(plan.imagePath, '..'), { recursive: true });
-    const partial = join(state.workDir, 'final.qcow2');
+    const { plan, job } = state;
+    // Written inside the work dir, then moved to the job's output path in one rename: nothing
+    // ever sees a half-written image, and no other build's file is touched.
+    const partial = join(job.workDir, 'final.qcow2');
     await disks(ctx).convert(state.diskPath, partial, { format: 'qcow2', compress: plan.settings.compress });
     const info = await disks(ctx).info(partial);
     const sha256 = await hashFile(partial);
-    renameSync(partial, plan.imagePath);
-    state.record = {
-      profile: plan.profileName,
-      arch: plan.arch,
-      cache_key: plan.cacheKey,
-      inputs: plan.inputs,
-      path: plan.imagePath,
-      iso: plan.iso.name,
-      built_at: new Date().toISOString(),
-      build_seconds: 0,
-      builder: 'local',
-      virtual_size: info.virtualSize,
-      file_size: statSync(plan.imagePath).size,
-      sha256,
-    };
-  },
-  cleanup(state, _ctx, outcome) {
-    // An image that was never registered must not look like a finished build.
-    if (outcome !== 'success') rmSync(state.plan.imagePath, { force: true });
+    renameSync(partial, job.outputPath);
+    state.output = { sha256, virtualSize: info.virtualSize, fileSize: statSync(job.outputPath).size };
   },
 };
 
-export const registerStep: Step<LocalBuildState> = {
-  name: 'register',
-  async run(state) {
-    const record = { ...state.record!, build_seconds: Math.round((Date.now() - state.startedAt) / 1000) };
-    state.record = record;
-    await new Registry(state.project.registryPath()).registerImage(record);
-  },
-};
-
-export const LOCAL_STEPS = [diskStep, keysStep, serveStep, installStep, bootStep, provisionStep, shutdownStep, compactStep, registerStep];
+export const LOCAL_STEPS = [diskStep, keysStep, serveStep, installStep, bootStep, provisionStep, shutdownStep, compactStep];

@@ -1,22 +1,23 @@
-import { mkdirSync, renameSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import type { Arch } from '../arch.js';
 import type { Project } from '../config/project.js';
 import { ConfigError, InterruptedError, WorkError, errorMessage } from '../errors.js';
+import { tryLock } from '../files/lock.js';
 import { IsoStore } from '../iso/store.js';
 import { interruptSignal, withGracefulInterrupts } from '../lifecycle.js';
-import { Profiles } from '../profile/profiles.js';
-import { acceleratorReport, selectAccelerator, TCG_WARNING } from '../qemu/accel.js';
-import type { Accelerator } from '../qemu/command.js';
-import { requireAarch64Firmware } from '../qemu/firmware.js';
 import { Registry, imageIntact, type ImageRecord } from '../registry/registry.js';
+import { secretsOf } from '../secrets.js';
 import { BuildLog } from './build-log.js';
+import type { Builder, BuildJob } from './builder.js';
 import { changedInputs } from './cache-key.js';
-import { LOCAL_STEPS, type LocalBuildState } from './local-steps.js';
+import { LocalBuilder } from './local-builder.js';
 import { resolvePlan, type BuildPlan, type BuildRequest } from './plan.js';
+import { registerBuilt } from './register.js';
 import { checkScriptSyntax } from './scripts.js';
-import { runSteps, type StepReporter, type StepTiming } from './steps.js';
+import type { StepReporter, StepTiming } from './steps.js';
+
+export { selectedAccelerator } from './accelerator.js';
 
 export interface BuildOptions extends BuildRequest {
   force?: boolean;
@@ -33,28 +34,26 @@ export interface BuildIo {
 
 export type BuildResult =
   | { cached: true; record: ImageRecord; plan: BuildPlan }
-  | { cached: false; record: ImageRecord; plan: BuildPlan; timings: StepTiming[]; logPath: string };
+  | { cached: false; record: ImageRecord; plan: BuildPlan; timings: StepTiming[]; logPath: string; removed: string[]; keptModified: string[] };
 
 /** The cache check: `record` (the registered image for the plan's profile and arch) if it has the plan's key and is intact. */
 export function cacheHit(record: ImageRecord | undefined, plan: BuildPlan): ImageRecord | undefined {
   return record && record.cache_key === plan.cacheKey && imageIntact(record) ? record : undefined;
 }
 
-/** The accelerator for `arch` guests: pim.yml's override, else the best one the (cached) probe found. */
-export async function selectedAccelerator(project: Project, arch: Arch): Promise<Accelerator> {
-  const report = await acceleratorReport(arch, project.paths.cacheDir);
-  return selectAccelerator(report, project.pimConfig().build.accelerator);
+/** The work dir of every build: under the images dir, so that its image moves into place with a rename. */
+export function workRoot(project: Project): string {
+  return join(project.imagesDir(), '.work');
 }
 
-export function requireLocalBuilder(plan: BuildPlan): void {
-  if (plan.builder !== 'local') {
-    throw new ConfigError(
-      `architecture ${plan.arch} is routed to the remote builder '${plan.builder}' (build.builders in pim.yml), and remote builds are not available yet; run with --local to build on this machine`,
-    );
-  }
+function builderFor(project: Project, plan: BuildPlan): Builder {
+  if (plan.builder === 'local') return new LocalBuilder(project);
+  throw new ConfigError(
+    `architecture ${plan.arch} is routed to the remote builder '${plan.builder}' (build.builders in pim.yml), and remote builds are not available yet; run with --local to build on this machine`,
+  );
 }
 
-/** `pim build run`: plan, answer from the cache, or build locally and register the image. */
+/** `pim build run`: plan, answer from the cache, or build and register the image. */
 export async function buildImage(project: Project, options: BuildOptions, io: BuildIo): Promise<BuildResult> {
   const plan = resolvePlan(project, options);
   const previous = new Registry(project.registryPath()).getImage(plan.profileName, plan.arch);
@@ -66,51 +65,67 @@ export async function buildImage(project: Project, options: BuildOptions, io: Bu
     const changed = previous.cache_key === plan.cacheKey ? ['(none: the image file is missing or changed, or --force)'] : changedInputs(previous.inputs ?? {}, plan.inputs);
     io.say(`cache miss for ${plan.profileName}/${plan.arch}; changed since the last build: ${changed.join(', ')}`);
   }
-  requireLocalBuilder(plan);
+  const builder = builderFor(project, plan);
   await checkScriptSyntax(plan.scripts);
-  await ensureIso(project, plan, io);
-  const accel = await selectedAccelerator(project, plan.arch);
-  if (accel === 'tcg') io.say(`warning: ${TCG_WARNING}`);
-  const firmware = plan.arch === 'arm64' ? requireAarch64Firmware() : undefined;
+  if (builder.name === 'local') await ensureIso(project, plan, io);
 
   const buildId = `${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
-  // Made (and removed) by the disk step.
-  const workDir = join(project.imagesDir(), '.work', `${plan.profileName}-${plan.arch}-${buildId}`);
-  // The log lives outside the work dir (which the steps' cleanup removes): under the state dir
-  // while the build runs and when it fails, next to the image when it succeeds.
+  const base = join(workRoot(project), `${plan.profileName}-${plan.arch}-${buildId}`);
+  mkdirSync(workRoot(project), { recursive: true });
+  // Held for the build's whole life: `pim build clean --all` leaves a work dir alone while it is.
+  const workLock = tryLock(base);
+  if (!workLock) throw new WorkError(`cannot lock the work dir ${base}`);
+  // The log lives outside the work dir (which the builder removes): under the state dir while
+  // the build runs and when it fails, next to the image when it succeeds.
   mkdirSync(project.logsDir(), { recursive: true });
-  const log = new BuildLog(join(project.logsDir(), `${plan.profileName}-${plan.arch}-${buildId}.log`), [
-    plan.profile.password,
-    plan.profile.password_crypted as string | undefined,
-  ]);
-  log.line(`pim build ${plan.profileName} ${plan.arch}: key ${plan.cacheKey}, ISO ${plan.iso.name}, accelerator ${accel}`);
-  const state: LocalBuildState = {
-    plan,
-    project,
-    profiles: new Profiles(project),
-    accel,
-    firmware,
-    workDir,
-    keepFailed: options.keepFailed ?? false,
-    buildId,
-    startedAt: Date.now(),
-    diskPath: join(workDir, 'disk.qcow2'),
-  };
+  const log = new BuildLog(join(project.logsDir(), `${plan.profileName}-${plan.arch}-${buildId}.log`), secretsOf(plan.profile));
+  log.line(`pim build ${plan.profileName} ${plan.arch}: key ${plan.cacheKey}, ISO ${plan.iso.name}, builder ${builder.name}`);
   const say = (line: string) => {
     log.line(line);
     io.say(line);
   };
+  const outputPath = `${base}.qcow2`;
+  const startedAt = Date.now();
   try {
-    const timings = await withGracefulInterrupts((signal) => runSteps(LOCAL_STEPS, state, { signal, log, say, verbose: options.verbose ?? false }, io.reporter));
-    const logPath = `${plan.imagePath}.log`;
-    renameSync(log.path, logPath);
-    return { cached: false, record: state.record!, plan, timings, logPath };
+    return await withGracefulInterrupts(async (signal) => {
+      const job: BuildJob = { plan, buildId, workDir: base, outputPath, keepFailed: options.keepFailed ?? false, verbose: options.verbose ?? false, log, say, reporter: io.reporter, signal };
+      const built = await builder.build(job);
+      if (signal.aborted) throw new InterruptedError();
+      io.reporter.start('register');
+      const t0 = Date.now();
+      let registered;
+      try {
+        registered = await registerBuilt(project, plan, built, buildId, { startedAt });
+      } catch (err) {
+        io.reporter.end('register', (Date.now() - t0) / 1000, false);
+        throw err;
+      }
+      const seconds = (Date.now() - t0) / 1000;
+      io.reporter.end('register', seconds, true);
+      for (const path of registered.removed) say(`removed the superseded image ${path}`);
+      for (const path of registered.keptModified) say(`kept the superseded image ${path}: it was modified since it was built (remove it yourself when done with it)`);
+      const logPath = `${registered.record.path}.log`;
+      renameSync(log.path, logPath);
+      return {
+        cached: false as const,
+        record: registered.record,
+        plan,
+        timings: [...built.timings, { name: 'register', seconds }],
+        logPath,
+        removed: registered.removed,
+        keptModified: registered.keptModified,
+      };
+    });
   } catch (err) {
     const saved = log.path;
     // A step can fail because of the interrupt itself (a VM killed under it): still an interrupt.
     if (err instanceof InterruptedError || interruptSignal.aborted) throw new InterruptedError(`build interrupted; nothing was registered (log: ${saved})`);
     const tail = log.tail(15).split('\n').map((l) => `  ${l}`).join('\n');
     throw new WorkError(`build of ${plan.profileName}/${plan.arch} failed: ${errorMessage(err)}\nlog: ${saved}\nlast lines of the log:\n${tail}`);
+  } finally {
+    // Whatever happened, an unregistered output file is nobody's image.
+    if (existsSync(outputPath)) rmSync(outputPath, { force: true });
+    workLock.release();
   }
 }
 
@@ -128,6 +143,6 @@ async function ensureIso(project: Project, plan: BuildPlan, io: BuildIo): Promis
   }
   io.say(`downloading ${entry.name} from ${entry.url}`);
   const bar = io.progress?.(`downloading ${entry.filename}`);
-  await store.download(entry, (r, t) => bar?.update(r, t));
+  await store.download(entry, (r, t) => bar?.update(r, t), { onWait: (holder) => io.say(`waiting for another download of ${entry.name} (${holder})`) });
   bar?.done();
 }

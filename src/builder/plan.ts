@@ -1,8 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { hostArch, normalizeArch, type Arch } from '../arch.js';
+import { builtinAssetsDir } from '../config/paths.js';
 import type { Project } from '../config/project.js';
-import type { IsoEntry, Profile } from '../config/schema.js';
+import { buildSettingsSchema, type IsoEntry, type Profile } from '../config/schema.js';
+import { deepMerge } from '../config/merge.js';
 import { ConfigError } from '../errors.js';
 import { IsoCatalog } from '../iso/catalog.js';
 import { IsoStore } from '../iso/store.js';
@@ -16,15 +18,36 @@ export interface BuildRequest {
   local?: boolean;
 }
 
+export type BuildUserPolicy = 'lock' | 'remove' | 'keep';
+
 export interface BuildSettings {
   diskSize: string;
   memoryMb: number;
   cpus: number;
   installTimeoutS: number;
+  preseedFetchTimeoutS: number;
   sshUser: string;
   sshTimeoutS: number;
   pollIntervalS: number;
+  scriptTimeoutS: number;
   compress: boolean;
+  upgrade: boolean;
+  buildUser: BuildUserPolicy;
+  keep: number;
+}
+
+/** A file's path and the exact bytes the plan hashed: the build uses these, never the file again. */
+export interface TemplateSource {
+  path: string;
+  content: string;
+}
+
+/** PIM's own guest commands, run as root around the profile's scripts (assets/guest/). */
+export interface GuestScripts {
+  /** Before `base`: brings the packages up to date (build.upgrade). */
+  prepare: TemplateSource;
+  /** After `finalize`: what a finished image promises (no known login, no password SSH, ...). */
+  seal: TemplateSource;
 }
 
 /** Everything a build will do, decided before anything is touched (and all `--dry-run` prints). */
@@ -35,13 +58,47 @@ export interface BuildPlan {
   builder: string;
   iso: IsoEntry;
   isoPath: string;
-  preseedTemplate: string;
-  installTemplate: string;
+  templates: { preseed: TemplateSource; install: TemplateSource };
   scripts: ProvisionScript[];
+  guest: GuestScripts;
   cacheKey: string;
   inputs: Record<string, string>;
   settings: BuildSettings;
-  imagePath: string;
+}
+
+function readSource(path: string): TemplateSource {
+  return { path, content: readFileSync(path, 'utf8') };
+}
+
+export function guestScripts(): GuestScripts {
+  const dir = join(builtinAssetsDir(), 'guest');
+  return { prepare: readSource(join(dir, 'prepare.sh')), seal: readSource(join(dir, 'seal.sh')) };
+}
+
+/** pim.yml's build section with the profile's own `build:` over it. */
+function buildSettings(project: Project, profile: Profile, profileName: string): BuildSettings {
+  const config = project.pimConfig().build;
+  const own = profile.build ? buildSettingsSchema.parse(profile.build) : {};
+  const build = deepMerge(config as unknown as Record<string, unknown>, own) as typeof config;
+  if (!profile.username && !config.ssh.user) {
+    throw new ConfigError(`profile '${profileName}' has no username, and pim.yml sets no build.ssh.user: PIM does not know which user to log in as`);
+  }
+  return {
+    diskSize: String(build.disk_size),
+    memoryMb: Number(build.memory),
+    cpus: Number(build.cpus),
+    installTimeoutS: build.install_timeout,
+    preseedFetchTimeoutS: build.preseed_fetch_timeout,
+    // The preseed creates the profile's user; pim.yml's ssh.user only stands in when a profile has none.
+    sshUser: profile.username ?? config.ssh.user!,
+    sshTimeoutS: config.ssh.timeout,
+    pollIntervalS: config.ssh.poll_interval,
+    scriptTimeoutS: build.script_timeout,
+    compress: build.compress,
+    upgrade: build.upgrade,
+    buildUser: build.build_user,
+    keep: build.keep,
+  };
 }
 
 export function resolvePlan(project: Project, request: BuildRequest): BuildPlan {
@@ -66,31 +123,24 @@ export function resolvePlan(project: Project, request: BuildRequest): BuildPlan 
   if (iso.arch !== arch) throw new ConfigError(`profile '${request.profileName}' names ISO '${iso.name}', which is for ${iso.arch}, not ${arch}`);
 
   const builder = request.local ? 'local' : config.build.builders[arch] ?? 'local';
-  const preseedPath = profiles.requireTemplate('preseed', request.profileName);
-  const installPath = profiles.requireTemplate('install', request.profileName);
-  const preseedTemplate = readFileSync(preseedPath, 'utf8');
-  const installTemplate = readFileSync(installPath, 'utf8');
+  const templates = {
+    preseed: readSource(profiles.requireTemplate('preseed', request.profileName)),
+    install: readSource(profiles.requireTemplate('install', request.profileName)),
+  };
   const scripts = loadScripts(profiles, request.profileName, profile);
+  const guest = guestScripts();
+  const settings = buildSettings(project, profile, request.profileName);
   const { key, inputs } = computeCacheKey({
     profile: profile as Record<string, unknown>,
-    preseedTemplate,
-    installTemplate,
+    preseedTemplate: templates.preseed.content,
+    installTemplate: templates.install.content,
     scripts,
+    guestScripts: [guest.prepare.content, guest.seal.content],
+    // Every setting that changes the output file (and none that only change how fast it is made).
+    settings: { disk_size: settings.diskSize, compress: settings.compress, upgrade: settings.upgrade, build_user: settings.buildUser, user: settings.sshUser },
     isoChecksum: iso.checksum,
     arch,
   });
-  const build = { ...config.build, ...(profile.build ?? {}) };
-  const settings: BuildSettings = {
-    diskSize: String(build.disk_size ?? '20G'),
-    memoryMb: Number(build.memory ?? 2048),
-    cpus: Number(build.cpus ?? 2),
-    installTimeoutS: config.build.install_timeout,
-    // The preseed creates the profile's user; pim.yml's ssh.user only stands in when a profile has none.
-    sshUser: profile.username ?? config.build.ssh.user ?? 'root',
-    sshTimeoutS: config.build.ssh.timeout,
-    pollIntervalS: config.build.ssh.poll_interval,
-    compress: config.build.compress,
-  };
   return {
     profileName: request.profileName,
     profile,
@@ -98,12 +148,11 @@ export function resolvePlan(project: Project, request: BuildRequest): BuildPlan 
     builder,
     iso,
     isoPath: new IsoStore(project.isoDir()).pathOf(iso),
-    preseedTemplate: preseedPath,
-    installTemplate: installPath,
+    templates,
     scripts,
+    guest,
     cacheKey: key,
     inputs,
     settings,
-    imagePath: join(project.imagesDir(), `${request.profileName}-${arch}-${key.slice(0, 12)}.qcow2`),
   };
 }

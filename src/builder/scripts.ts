@@ -34,10 +34,10 @@ export function loadScripts(profiles: Profiles, profileName: string, profile: Pr
   });
 }
 
-/** `bash -n` on every script: a syntax error costs seconds, not an install. */
+/** `bash -n` on every script (the bytes the plan hashed): a syntax error costs seconds, not an install. */
 export async function checkScriptSyntax(scripts: ProvisionScript[]): Promise<void> {
   for (const script of scripts) {
-    const result = await run('bash', ['-n', script.path]);
+    const result = await run('bash', ['-n'], { input: script.content });
     if (result.code !== 0) {
       const detail = result.stderr.trim().split('\n')[0] ?? '';
       throw new ConfigError(`script '${script.name}' (${script.path}) has a syntax error: ${detail}`);

@@ -1,17 +1,18 @@
-import { readdirSync, rmSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ARCHES, hostArch, normalizeArch } from '../arch.js';
-import { buildImage, cacheHit, selectedAccelerator } from '../build/manager.js';
-import { resolvePlan } from '../build/plan.js';
+import { buildImage, cacheHit, selectedAccelerator } from '../builder/manager.js';
+import { resolvePlan } from '../builder/plan.js';
+import { cleanImages } from '../builder/clean.js';
 import { ConfigError } from '../errors.js';
 import { IsoStore } from '../iso/store.js';
+import { defaultPasswordWarning } from '../profile/warnings.js';
 import { qemuCommand } from '../qemu/command.js';
 import { findAarch64Firmware } from '../qemu/firmware.js';
-import { Registry, imageIntact, type ImageRecord } from '../registry/registry.js';
+import { Registry, imageState, type ImageRecord } from '../registry/registry.js';
 import { shellJoin } from '../shell.js';
 import { projectFrom } from './context.js';
 import type { GlobalOptions } from './main.js';
-import { formatBytes, maskSecrets, printJson, printYaml, println, progressReporter, table } from './output.js';
+import { formatBytes, maskSecrets, printJson, printYaml, println, progressReporter, table, warn } from './output.js';
 import { stepReporter } from './reporter.js';
 
 type RunOptions = GlobalOptions & { arch?: string; force?: boolean; local?: boolean; verbose?: boolean; dryRun?: boolean; keepFailed?: boolean };
@@ -25,11 +26,14 @@ export async function runBuild(opts: RunOptions, profileName: string): Promise<v
     { profileName, arch: opts.arch, local: opts.local, force: opts.force, verbose: opts.verbose, keepFailed: opts.keepFailed },
     { say: (line) => reporter.note(line), reporter, progress: (label) => progressReporter(label) },
   );
+  const passwordWarning = defaultPasswordWarning(result.plan.profile, profileName);
+  if (passwordWarning) warn(passwordWarning);
   if (result.cached) {
     println(`${result.record.path}`);
     process.stderr.write(`cached: ${profileName}/${result.plan.arch} is up to date (key ${result.record.cache_key.slice(0, 12)}, built ${result.record.built_at}); --force rebuilds\n`);
     return;
   }
+  for (const warning of result.record.warnings ?? []) warn(warning);
   const total = result.timings.reduce((sum, t) => sum + t.seconds, 0);
   process.stderr.write(`built ${profileName}/${result.plan.arch} in ${total.toFixed(0)} s: ${formatBytes(result.record.file_size)} (virtual ${formatBytes(result.record.virtual_size)}), log ${result.logPath}\n`);
   println(result.record.path);
@@ -54,40 +58,55 @@ async function dryRun(opts: RunOptions, profileName: string): Promise<void> {
     kernel: { path: join(work, 'installer/vmlinuz'), initrd: join(work, 'installer/initrd.gz'), append: `auto=true priority=critical preseed/url=http://10.0.2.2:<port>/preseed.cfg DEBIAN_FRONTEND=text console=${consoleDev},115200n8` },
   });
   const boot = qemuCommand({ ...common, serialLog: join(work, 'boot-console.log'), sshPort: 65535 });
-  const show = (cmd: { binary: string; args: string[] }) => shellJoin([cmd.binary, ...cmd.args]).replace('127.0.0.1:65535', '127.0.0.1:<free port>');
+  const show = (cmd: { binary: string; args: string[] }) => maskSecrets(shellJoin([cmd.binary, ...cmd.args]).replace('127.0.0.1:65535', '127.0.0.1:<free port>'));
+  const s = plan.settings;
   println(`plan for ${profileName}/${plan.arch} (dry run: nothing is changed)`);
   println(`  builder:     ${plan.builder}${plan.builder !== 'local' ? ' (remote builds are not available yet: use --local)' : ''}`);
   println(`  ISO:         ${plan.iso.name} -> ${plan.isoPath} (${iso.status(plan.iso).state})`);
   println(`  cache key:   ${plan.cacheKey} (${hit ? `hit: ${hit.path}` : 'miss: would build'})`);
   println(`  accelerator: ${accel}`);
-  println(`  disk:        ${plan.settings.diskSize}, memory ${plan.settings.memoryMb} MiB, ${plan.settings.cpus} CPUs`);
-  println(`  templates:   ${plan.preseedTemplate}, ${plan.installTemplate}`);
-  println(`  scripts:     ${plan.scripts.map((s) => s.name).join(' -> ')}`);
-  for (const s of plan.scripts) println(`               ${s.name}: ${s.path}`);
-  println(`  image:       ${plan.imagePath}`);
+  println(`  disk:        ${s.diskSize}, memory ${s.memoryMb} MiB, ${s.cpus} CPUs`);
+  println(`  image:       ${s.compress ? 'compressed' : 'uncompressed'} qcow2; packages ${s.upgrade ? 'upgraded (build.upgrade)' : 'not upgraded (build.upgrade: false)'}; build user ${s.sshUser}: ${s.buildUser}`);
+  println(`  templates:   ${plan.templates.preseed.path}, ${plan.templates.install.path}`);
+  println(`  scripts:     pim-prepare -> ${plan.scripts.map((x) => x.name).join(' -> ')} -> pim-seal`);
+  for (const x of plan.scripts) println(`               ${x.name}: ${x.path}`);
+  println(`  output:      ${join(project.imagesDir(), `${profileName}-${plan.arch}-${plan.cacheKey.slice(0, 12)}-<id>.qcow2`)}`);
   println(`  install VM:  ${show(install)}`);
   println(`  boot VM:     ${show(boot)}`);
   println('  profile:');
   printYaml(maskSecrets(plan.profile));
+  const passwordWarning = defaultPasswordWarning(plan.profile, profileName);
+  if (passwordWarning) warn(passwordWarning);
+}
+
+function stateLabel(record: ImageRecord): string {
+  const state = imageState(record);
+  return state === 'modified' ? 'modified since built' : state;
 }
 
 export function list(opts: GlobalOptions & { json?: boolean; all?: boolean }): void {
   const registry = new Registry(projectFrom(opts).registryPath());
   const images = registry.listImages();
+  const previous = opts.all ? registry.listPrevious() : [];
   const deployments = opts.all ? registry.listDeployments() : [];
   if (opts.json) {
-    printJson(opts.all ? { images, deployments } : images);
+    printJson(opts.all ? { images, previous, deployments } : images);
     return;
   }
-  if (!images.length) {
+  if (!images.length && !previous.length) {
     println('no images built yet');
     return;
   }
-  println(table([
-    ['PROFILE', 'ARCH', 'BUILT', 'SIZE', 'KEY', 'STATE', 'PATH'],
-    ...images.map((i) => [i.profile, i.arch, i.built_at, formatBytes(i.file_size), i.cache_key.slice(0, 12), imageIntact(i) ? 'ok' : 'missing', i.path]),
-  ]));
-  for (const d of deployments) println(`deployed ${d.profile}/${d.arch} to ${d.target} (${d.type}) at ${d.deployed_at}`);
+  const row = (i: ImageRecord, current: boolean) => [i.profile, i.arch, current ? 'current' : 'previous', i.built_at, formatBytes(i.file_size), i.cache_key.slice(0, 12), stateLabel(i), i.path];
+  println(table([['PROFILE', 'ARCH', 'ROLE', 'BUILT', 'SIZE', 'KEY', 'STATE', 'PATH'], ...images.map((i) => row(i, true)), ...previous.map((i) => row(i, false))]));
+  if (!opts.all) return;
+  for (const image of images) {
+    const mine = deployments.filter((d) => d.profile === image.profile && d.arch === image.arch);
+    for (const d of mine) {
+      const current = d.cache_key === image.cache_key ? 'current image' : `older image ${d.cache_key.slice(0, 12)}`;
+      println(`  ${image.profile}/${image.arch} deployed to ${d.target} (${d.type}: ${Object.entries(d.ids).map(([k, v]) => `${k} ${v}`).join(', ')}) at ${d.deployed_at}, ${current}`);
+    }
+  }
 }
 
 function findRecords(opts: GlobalOptions & { arch?: string }, profileName: string): ImageRecord[] {
@@ -104,28 +123,19 @@ export function show(opts: GlobalOptions & { arch?: string; json?: boolean }, pr
     printJson(records.length === 1 ? records[0] : records);
     return;
   }
-  for (const r of records) printYaml({ [`${r.profile}/${r.arch}`]: { ...r, intact: imageIntact(r) } });
+  for (const r of records) {
+    printYaml({ [`${r.profile}/${r.arch}`]: { ...r, state: stateLabel(r), patched: r.patched_at ? `packages brought up to date at ${r.patched_at}` : 'not upgraded during the build (build.upgrade: false)' } });
+  }
 }
 
 export async function clean(opts: GlobalOptions & { profile?: string; arch?: string; all?: boolean }): Promise<void> {
-  const project = projectFrom(opts);
-  const registry = new Registry(project.registryPath());
-  const arch = opts.arch ? normalizeArch(opts.arch) : undefined;
-  const filtered = opts.all || opts.profile !== undefined || arch !== undefined;
-  const removed = await registry.removeImages(
-    (r) => !imageIntact(r) || (filtered && (opts.all || ((!opts.profile || r.profile === opts.profile) && (!arch || r.arch === arch)))),
-  );
-  for (const r of removed) {
-    const existed = existsSync(r.path);
-    rmSync(r.path, { force: true });
-    rmSync(`${r.path}.log`, { force: true });
-    println(`removed ${r.profile}/${r.arch}${existed ? `: ${r.path}` : ' (orphaned entry: its file was gone)'}`);
-  }
-  if (opts.all) {
-    const work = join(project.imagesDir(), '.work');
-    if (existsSync(work)) for (const d of readdirSync(work)) rmSync(join(work, d), { recursive: true, force: true });
-  }
-  println(`${removed.length} image(s) removed`);
+  const report = await cleanImages(projectFrom(opts), { profile: opts.profile, arch: opts.arch ? normalizeArch(opts.arch) : undefined, all: opts.all });
+  for (const r of report.removed) println(`removed ${r.profile}/${r.arch}${r.existed ? `: ${r.path}` : ' (orphaned entry: its file was gone)'}`);
+  for (const r of report.modified) println(`kept ${r.profile}/${r.arch}: ${r.path} was modified since it was built (its size changed); 'pim build clean --profile ${r.profile}' removes it`);
+  for (const path of report.unregistered) println(`removed ${path} (an image file no record refers to)`);
+  for (const dir of report.workDirs) println(`removed the leftover work dir ${dir}`);
+  for (const busy of report.busyWorkDirs) println(`kept the work dir ${busy.dir}: a build is using it (${busy.holder})`);
+  println(`${report.removed.length} image(s) removed`);
 }
 
 export async function status(opts: GlobalOptions & { json?: boolean }): Promise<void> {
@@ -137,7 +147,7 @@ export async function status(opts: GlobalOptions & { json?: boolean }): Promise<
     arches[arch] = {
       accelerator: await selectedAccelerator(project, arch),
       builder,
-      ...(builder !== 'local' ? { remote: config.build.remotes[builder] ? 'configured (remote builds are not available yet)' : 'not defined in build.remotes' } : {}),
+      ...(builder !== 'local' ? { remote: 'configured (remote builds are not available yet)' } : {}),
     };
   }
   const result = { host_arch: hostArch(), arches, registry: project.registryPath(), images_dir: project.imagesDir() };
@@ -150,4 +160,3 @@ export async function status(opts: GlobalOptions & { json?: boolean }): Promise<
   println(`registry: ${result.registry}`);
   println(`images:   ${result.images_dir}`);
 }
-

@@ -30,7 +30,9 @@ export async function download(opts: GlobalOptions, name: string): Promise<void>
   const { catalog, store } = open(opts);
   const entry = catalog.get(name);
   const progress = progressReporter(`downloading ${entry.filename}`);
-  const result = await store.download(entry, (received, total) => progress.update(received, total));
+  const result = await store.download(entry, (received, total) => progress.update(received, total), {
+    onWait: (holder) => process.stderr.write(`${name}: another download of it is running (${holder}); waiting for it\n`),
+  });
   progress.done();
   println(result.skipped ? `${name}: already downloaded and verified: ${result.path}` : `${name}: downloaded and verified: ${result.path}`);
 }

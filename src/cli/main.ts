@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { packageRoot } from '../config/paths.js';
 import { PimError } from '../errors.js';
+import { maskUrlCredentials } from '../secrets.js';
 
 export interface GlobalOptions {
   project?: string;
@@ -100,12 +101,12 @@ function exitCodeFor(err: unknown, debug: boolean): number {
     return err.exitCode === 0 ? 0 : 2;
   }
   if (err instanceof PimError) {
-    process.stderr.write(`pim: ${err.message}\n`);
+    process.stderr.write(`pim: ${maskUrlCredentials(err.message)}\n`);
     if (debug && err.stack) process.stderr.write(`${err.stack}\n`);
     return err.exitCode;
   }
   const message = err instanceof Error ? err.message : String(err);
-  process.stderr.write(`pim: internal error: ${message}${debug ? '' : ' (run with --debug for the stack trace)'}\n`);
+  process.stderr.write(`pim: internal error: ${maskUrlCredentials(message)}${debug ? '' : ' (run with --debug for the stack trace)'}\n`);
   if (debug && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
   return 1;
 }

@@ -1,20 +1,6 @@
 import { stringify } from 'yaml';
 
-const SECRET_KEY = /(pass(word)?|secret|token|private_?key|credentials?)(_crypted)?$/i;
-export const MASK = '********';
-
-/** A copy of `value` with every secret-looking field replaced by a mask (logs, --dry-run, show). */
-export function maskSecrets<T>(value: T): T {
-  if (Array.isArray(value)) return value.map((v) => maskSecrets(v)) as T;
-  if (value && typeof value === 'object') {
-    const out: Record<string, unknown> = {};
-    for (const [key, v] of Object.entries(value)) {
-      out[key] = SECRET_KEY.test(key) && v !== '' && v !== null && v !== undefined ? MASK : maskSecrets(v);
-    }
-    return out as T;
-  }
-  return value;
-}
+export { MASK, maskSecrets } from '../secrets.js';
 
 export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);

@@ -1,7 +1,8 @@
 import { Profiles } from '../profile/profiles.js';
 import { projectFrom } from './context.js';
 import type { GlobalOptions } from './main.js';
-import { maskSecrets, printJson, printYaml, println } from './output.js';
+import { defaultPasswordWarning } from '../profile/warnings.js';
+import { maskSecrets, printJson, printYaml, println, warn } from './output.js';
 
 export function list(opts: GlobalOptions & { json?: boolean }): void {
   const names = new Profiles(projectFrom(opts)).names();
@@ -14,4 +15,6 @@ export function show(opts: GlobalOptions & { json?: boolean; reveal?: boolean },
   const shown = opts.reveal ? profile : maskSecrets(profile);
   if (opts.json) printJson(shown);
   else printYaml({ [name]: shown });
+  const warning = defaultPasswordWarning(profile, name);
+  if (warning) warn(warning);
 }

@@ -1,4 +1,4 @@
-import type { StepReporter } from '../build/steps.js';
+import type { StepReporter } from '../builder/steps.js';
 
 /**
  * Step progress: one line when a step starts and one when it ends, with its elapsed time. On a

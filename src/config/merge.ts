@@ -46,10 +46,14 @@ function unknownName(entries: Record<string, unknown>, name: string, kind: strin
   );
 }
 
-/** Names that become paths (profiles, targets, ISOs, scripts): no '/', no '..', not empty. */
+/** Names that become paths (profiles, targets, ISOs, scripts): not empty, not '.', no '/', no '..'. */
+export function isSafeName(name: string): boolean {
+  return !!name && name !== '.' && !name.includes('/') && !name.includes('\\') && !name.includes('..') && !name.includes('\0');
+}
+
 export function checkSafeName(name: string, kind: string): string {
-  if (!name || name.includes('/') || name.includes('\\') || name.includes('..') || name.includes('\0')) {
-    throw new ConfigError(`invalid ${kind} name '${name}': names may not be empty or contain '/' or '..'`);
+  if (!isSafeName(name)) {
+    throw new ConfigError(`invalid ${kind} name '${name}': names may not be empty or '.', or contain '/' or '..'`);
   }
   return name;
 }

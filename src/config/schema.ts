@@ -1,10 +1,8 @@
 import { z } from 'zod';
-import { isArch, normalizeArch } from '../arch.js';
+import { isArch, normalizeArch, type Arch } from '../arch.js';
+import { deepMerge, isSafeName } from './merge.js';
 
-const safeName = z
-  .string()
-  .min(1)
-  .refine((s) => !s.includes('/') && !s.includes('..'), { message: "may not contain '/' or '..'" });
+const safeName = z.string().min(1).refine(isSafeName, { message: "may not be '.' or '..' or contain '/'" });
 
 export const archName = z
   .string()
@@ -19,11 +17,16 @@ export const diskSize = z
 
 const positiveInt = z.coerce.number().int().positive();
 
+/** A profile's `build:` section: any key of pim.yml's build section, overriding it for this profile. */
 export const buildSettingsSchema = z
   .object({
     disk_size: diskSize.optional(),
     memory: positiveInt.optional(),
     cpus: positiveInt.optional(),
+    compress: z.boolean().optional(),
+    upgrade: z.boolean().optional(),
+    build_user: z.enum(['lock', 'remove', 'keep']).optional(),
+    script_timeout: positiveInt.optional(),
   })
   .passthrough();
 
@@ -77,18 +80,92 @@ export const isoEntrySchema = z.object({
 });
 export type IsoEntry = z.infer<typeof isoEntrySchema> & { name: string; filename: string };
 
+/** A remote builder (build.remotes.NAME, with build.remotes.default merged under it). */
 export const remoteSchema = z
   .object({
     type: z.literal('ssh').default('ssh'),
     host: z.string().min(1),
-    user: z.string().default('root'),
+    user: z.string().min(1),
     port: positiveInt.default(22),
-    pim_path: z.string().default('pim'),
-    cache_dir: z.string().optional(),
+    pim_path: z.string().min(1).default('pim'),
+    cache_dir: z.string().min(1).optional(),
     identity_file: z.string().optional(),
-    host_key: z.string().optional(),
+    host_key: z.string().regex(/^SHA256:[A-Za-z0-9+/]{43}=?$/, 'expected an OpenSSH fingerprint: SHA256: and 43 base64 characters').optional(),
   })
   .passthrough();
+export type RemoteConfig = z.infer<typeof remoteSchema>;
+
+const buildSectionSchema = z
+  .object({
+    disk_size: diskSize.default('20G'),
+    memory: positiveInt.default(2048),
+    cpus: positiveInt.default(2),
+    accelerator: z.enum(['kvm', 'hvf', 'tcg']).optional(),
+    install_timeout: positiveInt.default(3600),
+    /** The installer must fetch /preseed.cfg within this many seconds of starting. */
+    preseed_fetch_timeout: positiveInt.default(600),
+    /** Seconds one provisioning script may run. */
+    script_timeout: positiveInt.default(3600),
+    compress: z.boolean().default(false),
+    /** apt-get full-upgrade during the build, so the image ships its suite's security updates. */
+    upgrade: z.boolean().default(true),
+    /** What becomes of the user the build logs in as: password locked and sudo rule removed, the account removed, or kept. */
+    build_user: z.enum(['lock', 'remove', 'keep']).default('lock'),
+    /** How many superseded images of a profile and arch to keep on disk. */
+    keep: z.coerce.number().int().min(0).default(0),
+    ssh: z
+      .object({
+        user: z.string().optional(),
+        timeout: positiveInt.default(1800),
+        poll_interval: positiveInt.default(10),
+      })
+      .passthrough()
+      .default({}),
+    builders: z.record(z.string()).default({}),
+    remotes: z.record(z.union([z.record(z.unknown()), z.null()])).default({}),
+  })
+  .passthrough()
+  .superRefine((build, ctx) => {
+    const remoteNames = Object.keys(build.remotes).filter((n) => n !== 'default');
+    const base = build.remotes['default'] ?? {};
+    for (const name of remoteNames) {
+      const merged = deepMerge(base, build.remotes[name] ?? {});
+      const result = remoteSchema.safeParse(merged);
+      if (!result.success) {
+        for (const issue of result.error.issues) ctx.addIssue({ ...issue, path: ['remotes', name, ...issue.path] });
+      }
+      if (!isSafeName(name)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['remotes', name], message: `invalid remote name '${name}'` });
+    }
+    const seen = new Map<string, string>();
+    for (const [arch, builder] of Object.entries(build.builders)) {
+      if (!isArch(arch)) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['builders', arch], message: `unknown architecture '${arch}' (known: arm64/aarch64, x86_64/amd64)` });
+        continue;
+      }
+      const canonical = normalizeArch(arch);
+      const twin = seen.get(canonical);
+      if (twin) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['builders', arch], message: `'${arch}' and '${twin}' both name ${canonical}` });
+      seen.set(canonical, arch);
+      if (builder !== 'local' && !remoteNames.includes(builder)) {
+        ctx.addIssue({
+          code: z.ZodIssueCode.custom,
+          path: ['builders', arch],
+          message: `unknown builder '${builder}': use 'local' or a remote defined in build.remotes (defined: ${remoteNames.join(', ') || 'none'})`,
+        });
+      }
+    }
+  })
+  .transform((build) => {
+    const base = build.remotes['default'] ?? {};
+    const remotes: Record<string, RemoteConfig> = {};
+    for (const name of Object.keys(build.remotes)) {
+      if (name !== 'default') remotes[name] = remoteSchema.parse(deepMerge(base, build.remotes[name] ?? {}));
+    }
+    const builders: Partial<Record<Arch, string>> = {};
+    for (const [arch, builder] of Object.entries(build.builders)) builders[normalizeArch(arch)] = builder;
+    return { ...build, remotes, builders };
+  });
+export type BuildSection = z.infer<typeof buildSectionSchema>;
 
 export const pimConfigSchema = z
   .object({
@@ -98,27 +175,7 @@ export const pimConfigSchema = z
       .object({ port: positiveInt.optional(), bind: z.string().optional() })
       .passthrough()
       .optional(),
-    build: z
-      .object({
-        disk_size: diskSize.default('20G'),
-        memory: positiveInt.default(2048),
-        cpus: positiveInt.default(2),
-        accelerator: z.enum(['kvm', 'hvf', 'tcg']).optional(),
-        install_timeout: positiveInt.default(3600),
-        compress: z.boolean().default(false),
-        ssh: z
-          .object({
-            user: z.string().optional(),
-            timeout: positiveInt.default(1800),
-            poll_interval: positiveInt.default(10),
-          })
-          .passthrough()
-          .default({}),
-        builders: z.record(z.string()).default({}),
-        remotes: z.record(z.record(z.unknown())).default({}),
-      })
-      .passthrough()
-      .default({}),
+    build: buildSectionSchema.default({}),
   })
   .passthrough();
 export type PimConfig = z.infer<typeof pimConfigSchema>;

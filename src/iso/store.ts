@@ -1,4 +1,4 @@
-import { createReadStream, createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Readable } from 'node:stream';
@@ -6,6 +6,8 @@ import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import type { IsoEntry } from '../config/schema.js';
 import { WorkError, errorMessage } from '../errors.js';
+import { writeFileAtomic } from '../files/atomic-write.js';
+import { withFileLock } from '../files/lock.js';
 import { checksumFromSumsFile, hashFile, parseChecksum, type Checksum } from './checksum.js';
 
 export type IsoState = 'missing' | 'partial' | 'downloaded' | 'verified';
@@ -40,10 +42,21 @@ export class IsoStore {
     return { state: 'missing', path };
   }
 
-  async download(entry: IsoEntry, onProgress?: ProgressCallback): Promise<{ path: string; skipped: boolean }> {
+  /**
+   * Downloads (resuming a partial file), verifies, and moves the file into place. Two downloads
+   * of one entry, in two processes, do not race: the second waits for the first (a lock on the
+   * file) and then finds it verified.
+   */
+  async download(entry: IsoEntry, onProgress?: ProgressCallback, options: { onWait?: (holder: string) => void } = {}): Promise<{ path: string; skipped: boolean }> {
     const path = this.pathOf(entry);
     if (this.status(entry).state === 'verified') return { path, skipped: true };
     mkdirSync(this.dir, { recursive: true });
+    return withFileLock(path, () => this.downloadLocked(entry, onProgress), { timeoutMs: 24 * 3600_000, onWait: options.onWait });
+  }
+
+  private async downloadLocked(entry: IsoEntry, onProgress?: ProgressCallback): Promise<{ path: string; skipped: boolean }> {
+    const path = this.pathOf(entry);
+    if (this.status(entry).state === 'verified') return { path, skipped: true };
     const expected = await this.expectedChecksum(entry);
     const part = `${path}.part`;
     if (!existsSync(path)) await fetchResumable(entry.url, part, onProgress);
@@ -95,7 +108,7 @@ export class IsoStore {
     const path = this.pathOf(entry);
     const st = statSync(path);
     const stamp = { checksum: `${checksum.algorithm}:${checksum.hex}`, size: st.size, mtimeMs: st.mtimeMs };
-    writeFileSync(`${path}.verified`, `${JSON.stringify(stamp)}\n`);
+    writeFileAtomic(`${path}.verified`, `${JSON.stringify(stamp)}\n`);
   }
 }
 

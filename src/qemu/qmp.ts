@@ -70,12 +70,29 @@ export class QmpClient extends EventEmitter {
     await this.execute('qmp_capabilities');
   }
 
-  execute<T = unknown>(command: string, args?: Record<string, unknown>): Promise<T> {
+  /**
+   * Runs a QMP command. A QEMU that stops answering (hung, or its monitor blocked) fails the
+   * command after `timeoutMs` instead of leaving PIM waiting forever.
+   */
+  execute<T = unknown>(command: string, args?: Record<string, unknown>, timeoutMs = 10_000): Promise<T> {
     if (this.closed) return Promise.reject(new WorkError(`QMP: cannot run ${command}: connection closed`));
     const id = `pim-${this.nextId++}`;
     const message = JSON.stringify(args ? { execute: command, arguments: args, id } : { execute: command, id });
     return new Promise<T>((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new WorkError(`QMP: ${command} got no answer within ${Math.round(timeoutMs / 1000)} s`));
+      }, timeoutMs);
+      this.pending.set(id, {
+        resolve: (value) => {
+          clearTimeout(timer);
+          (resolve as (v: unknown) => void)(value);
+        },
+        reject: (err) => {
+          clearTimeout(timer);
+          reject(err);
+        },
+      });
       this.socket.write(`${message}\n`);
     });
   }

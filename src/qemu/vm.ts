@@ -49,6 +49,7 @@ export class Vm {
     readonly qmpSocket: string,
     private readonly runDir: string,
     private readonly lease: PortLease | undefined,
+    private readonly spec: VmSpecInput,
     exited: Promise<VmExit>,
   ) {
     this.exited = exited.then((info) => {
@@ -60,6 +61,11 @@ export class Vm {
 
   get pid(): number | undefined {
     return this.child.pid;
+  }
+
+  /** The file the serial console is written to. */
+  get serialLog(): string {
+    return this.spec.serialLog;
   }
 
   get hasExited(): boolean {
@@ -96,7 +102,7 @@ export class Vm {
         (err: unknown) => ({ kind: 'error' as const, err }),
       );
       const first = await Promise.race([connected, earlyExit]);
-      if (first.kind === 'qmp') return new Vm(child, command, first.qmp, lease?.port, qmpSocket, runDir, lease, exited);
+      if (first.kind === 'qmp') return new Vm(child, command, first.qmp, lease?.port, qmpSocket, runDir, lease, spec, exited);
       child.kill('SIGKILL');
       await exited;
       lease?.release();

@@ -1,14 +1,27 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { networkInterfaces } from 'node:os';
 import type { AddressInfo } from 'node:net';
+import type { Profile } from '../config/schema.js';
 import type { Profiles } from '../profile/profiles.js';
-import { renderTemplate } from '../profile/render.js';
+import { renderString, renderTemplate } from '../profile/render.js';
 import { errorMessage, WorkError } from '../errors.js';
 import { shq } from '../shell.js';
+
+/** A template's path (for messages) and the exact bytes to render. */
+export interface TemplateSnapshot {
+  path: string;
+  content: string;
+}
 
 export interface PreseedServerOptions {
   profiles: Profiles;
   profileName: string;
+  /**
+   * A build serves exactly what its plan hashed: this profile and these template bytes. Without
+   * it (`pim serve`), the profile and templates are looked up again on every request, so that
+   * edits show up without a restart.
+   */
+  snapshot?: { profile: Profile; preseed: TemplateSnapshot; install: TemplateSnapshot };
   /** Address to listen on. Builds use 127.0.0.1; `pim serve` a LAN address. */
   bind: string;
   /** 0 or absent: a free port chosen by the OS when listening. */
@@ -32,6 +45,8 @@ export class PreseedServer {
   private boundPort = 0;
   /** Set when the installer fetched /installed: the preseed's late_command got to its end. */
   installReported = false;
+  /** Set when /preseed.cfg was served (a build fails when the installer never asks for it). */
+  preseedFetched = false;
 
   constructor(private readonly options: PreseedServerOptions) {}
 
@@ -63,8 +78,8 @@ export class PreseedServer {
 
   /** Template values: the profile, plus what only the server knows. */
   values(): Record<string, unknown> {
-    const { profiles, profileName, publicKey } = this.options;
-    const profile = profiles.get(profileName);
+    const { profiles, profileName, publicKey, snapshot } = this.options;
+    const profile = snapshot?.profile ?? profiles.get(profileName);
     return {
       ...profile,
       packages: Array.isArray(profile.packages) ? profile.packages.join(' ') : profile.packages,
@@ -80,13 +95,18 @@ export class PreseedServer {
   }
 
   renderPreseed(): string {
-    const { profiles, profileName } = this.options;
-    return renderTemplate(profiles.requireTemplate('preseed', profileName), this.values());
+    return this.render('preseed');
   }
 
   renderInstall(): string {
-    const { profiles, profileName } = this.options;
-    return renderTemplate(profiles.requireTemplate('install', profileName), this.values());
+    return this.render('install');
+  }
+
+  private render(kind: 'preseed' | 'install'): string {
+    const { profiles, profileName, snapshot } = this.options;
+    const fixed = snapshot?.[kind];
+    if (fixed) return renderString(fixed.content, this.values(), fixed.path);
+    return renderTemplate(profiles.requireTemplate(kind, profileName), this.values());
   }
 
   async start(): Promise<void> {
@@ -123,6 +143,7 @@ export class PreseedServer {
         body = 'method not allowed\n';
       } else if (path === '/preseed.cfg') {
         body = this.renderPreseed();
+        this.preseedFetched = true;
       } else if (path === '/install.sh') {
         body = this.renderInstall();
         type = 'text/x-shellscript; charset=utf-8';

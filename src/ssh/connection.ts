@@ -14,6 +14,14 @@ export interface SshTarget {
   hostKey: HostKeyPolicy;
   /** Milliseconds to wait for the handshake. */
   readyTimeout?: number;
+  /**
+   * Keepalive: a probe every `keepaliveIntervalMs` (default 15 s); after `keepaliveCountMax`
+   * (default 4) unanswered probes the connection counts as lost and every command on it fails.
+   */
+  keepaliveIntervalMs?: number;
+  keepaliveCountMax?: number;
+  /** The SSH agent socket to take keys from when no private key is given. */
+  agent?: string;
 }
 
 export interface ExecResult {
@@ -26,10 +34,41 @@ export type TransferProgress = (transferred: number, total: number) => void;
 
 /** An SSH connection (ssh2): exec with streamed lines, sudo, SFTP upload and download. */
 export class SshConnection {
+  /** Why the connection is gone (a drop, a keepalive timeout), once it is. */
+  private lostReason?: string;
+  private readonly onLost = new Set<(reason: string) => void>();
+
   private constructor(
     private readonly client: Client,
     readonly target: SshTarget,
-  ) {}
+  ) {
+    client.on('error', (err: Error) => this.markLost(errorMessage(err)));
+    client.on('close', () => this.markLost('the connection was closed'));
+  }
+
+  private markLost(reason: string): void {
+    if (this.lostReason) return;
+    this.lostReason = reason;
+    for (const waiter of this.onLost) waiter(reason);
+    this.onLost.clear();
+  }
+
+  /** Whether the connection is gone. */
+  get lost(): boolean {
+    return this.lostReason !== undefined;
+  }
+
+  /** Rejects when the connection is lost: race it against anything that waits on the remote side. */
+  private lostPromise(): { promise: Promise<never>; dispose(): void } {
+    let waiter: ((reason: string) => void) | undefined;
+    const promise = new Promise<never>((_, reject) => {
+      waiter = (reason) => reject(new WorkError(`SSH connection to ${this.label} lost: ${reason}`));
+      if (this.lostReason) waiter(this.lostReason);
+      else this.onLost.add(waiter);
+    });
+    promise.catch(() => undefined);
+    return { promise, dispose: () => waiter && this.onLost.delete(waiter) };
+  }
 
   get label(): string {
     return `${this.target.username}@${this.target.host}:${this.target.port ?? 22}`;
@@ -44,6 +83,8 @@ export class SshConnection {
       port,
       username: target.username,
       readyTimeout: target.readyTimeout ?? 20_000,
+      keepaliveInterval: target.keepaliveIntervalMs ?? 15_000,
+      keepaliveCountMax: target.keepaliveCountMax ?? 4,
       hostVerifier: (key: Buffer) => {
         const ok = verifyHostKey(target.hostKey, target.host, port, key);
         if (!ok) rejectedKey = fingerprintOf(key);
@@ -53,6 +94,7 @@ export class SshConnection {
     if (target.privateKeyPath) config.privateKey = readFileSync(target.privateKeyPath);
     else if (target.privateKey) config.privateKey = target.privateKey;
     if (target.password) config.password = target.password;
+    if (target.agent && !config.privateKey) config.agent = target.agent;
     return new Promise((resolve, reject) => {
       let settled = false;
       client.once('ready', () => {
@@ -81,8 +123,20 @@ export class SshConnection {
     });
   }
 
-  /** Runs `command`, streaming stdout and stderr line by line; resolves with the exit code. */
-  exec(command: string, onLine?: LineCallback): Promise<ExecResult> {
+  /**
+   * Runs `command`, streaming stdout and stderr line by line; resolves with the exit code.
+   * Rejects when the connection is lost before the command ends.
+   */
+  async exec(command: string, onLine?: LineCallback): Promise<ExecResult> {
+    const lost = this.lostPromise();
+    try {
+      return await Promise.race([this.execOnChannel(command, onLine), lost.promise]);
+    } finally {
+      lost.dispose();
+    }
+  }
+
+  private execOnChannel(command: string, onLine?: LineCallback): Promise<ExecResult> {
     return new Promise((resolve, reject) => {
       this.client.exec(command, (err, stream) => {
         if (err) return reject(new WorkError(`SSH ${this.label}: cannot run command: ${errorMessage(err)}`));
@@ -115,6 +169,20 @@ export class SshConnection {
     });
     if (result.code !== 0) throw new WorkError(`SSH ${this.label}: '${command}' exited ${result.code}: ${stderr.trim().split('\n').at(-1) ?? ''}`);
     return stdout;
+  }
+
+  /** Writes `data` to `remotePath` (mode `mode`) over SFTP. */
+  async uploadContent(data: string | Buffer, remotePath: string, mode = 0o600): Promise<void> {
+    const sftp = await this.sftp();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        sftp.writeFile(remotePath, data, { mode }, (err) =>
+          err ? reject(new WorkError(`SFTP write ${this.label}:${remotePath}: ${errorMessage(err)}`)) : resolve(),
+        );
+      });
+    } finally {
+      sftp.end();
+    }
   }
 
   async upload(localPath: string, remotePath: string, onProgress?: TransferProgress, mode?: number): Promise<void> {

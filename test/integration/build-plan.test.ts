@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { existsSync, writeFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Project } from '../../src/config/project.js';
-import { resolvePlan } from '../../src/build/plan.js';
+import { resolvePlan } from '../../src/builder/plan.js';
 import { Registry } from '../../src/registry/registry.js';
 import { ConfigError } from '../../src/errors.js';
 import { pim, sandbox } from '../helpers/env.js';
@@ -57,7 +57,7 @@ test('a script with a syntax error fails before QEMU starts, naming the script',
 });
 
 test('an arch routed to a remote builder fails clearly unless --local', async () => {
-  box.write('pim.yml', 'build:\n  builders: { x86_64: far-away }\n');
+  box.write('pim.yml', 'build:\n  builders: { x86_64: far-away }\n  remotes: { far-away: { host: far.example, user: pim } }\n');
   try {
     const r = await pim(box, ['build', 'run', 'fails', '--arch', 'x86_64']);
     assert.equal(r.status, 2);
@@ -73,7 +73,7 @@ test('--dry-run prints the whole plan with secrets masked and touches nothing', 
   const r = await pim(box, ['build', 'run', 'web', '--arch', 'x86_64', '--dry-run']);
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /cache key:\s+[0-9a-f]{64} \(miss: would build\)/);
-  assert.match(r.stdout, /scripts:\s+base -> web -> nginx -> tools -> finalize/);
+  assert.match(r.stdout, /scripts:\s+pim-prepare -> base -> web -> nginx -> tools -> finalize -> pim-seal/);
   assert.match(r.stdout, /install VM:\s+qemu-system-x86_64 .*-kernel .*-append 'auto=true priority=critical preseed\/url=http:\/\/10\.0\.2\.2:<port>\/preseed\.cfg/);
   assert.match(r.stdout, /boot VM:\s+qemu-system-x86_64 .*hostfwd=tcp:127\.0\.0\.1:<free port>-:22/);
   assert.match(r.stdout, /local-iso -> .*none\.iso \(missing\)/);

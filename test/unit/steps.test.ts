@@ -2,10 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { runSteps, type Step } from '../../src/build/steps.js';
-import { BuildLog } from '../../src/build/build-log.js';
+import { runSteps, type Step } from '../../src/builder/steps.js';
+import { BuildLog } from '../../src/builder/build-log.js';
 import { InterruptedError } from '../../src/errors.js';
-import { canonicalJson, changedInputs, computeCacheKey } from '../../src/build/cache-key.js';
+import { canonicalJson, changedInputs, computeCacheKey } from '../../src/builder/cache-key.js';
 
 function recorder() {
   const events: string[] = [];
