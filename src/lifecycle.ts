@@ -24,6 +24,14 @@ export function installSignalHandlers(): void {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   process.on('SIGHUP', onSignal);
+  // A PIM started by another PIM over SSH (a remote build) has no terminal to lose: its
+  // lifeline is its stdin. When the SSH channel closes -- the caller pressed Ctrl+C, or the
+  // connection dropped -- stdin ends, and that counts as an interrupt.
+  if (process.env['PIM_STDIN_LIFELINE'] === '1') {
+    process.stdin.on('end', () => onSignal('SIGHUP'));
+    process.stdin.on('error', () => onSignal('SIGHUP'));
+    process.stdin.resume();
+  }
 }
 
 /** Declares that the caller handles interrupts itself while `fn` runs. */

@@ -17,6 +17,8 @@ export interface BuildJob {
   /** A line for the user (also logged). */
   say(line: string): void;
   reporter: StepReporter;
+  /** A progress bar for long transfers (uploads and downloads of a remote build). */
+  progress?: (label: string) => { update(done: number, total: number | undefined): void; done(): void };
   signal: AbortSignal;
 }
 

@@ -12,6 +12,7 @@ import { BuildLog } from './build-log.js';
 import type { Builder, BuildJob } from './builder.js';
 import { changedInputs } from './cache-key.js';
 import { LocalBuilder } from './local-builder.js';
+import { RemoteBuilder } from './remote-builder.js';
 import { resolvePlan, type BuildPlan, type BuildRequest } from './plan.js';
 import { registerBuilt } from './register.js';
 import { checkScriptSyntax } from './scripts.js';
@@ -23,6 +24,8 @@ export interface BuildOptions extends BuildRequest {
   force?: boolean;
   verbose?: boolean;
   keepFailed?: boolean;
+  /** Fail (exit 2) unless the plan computes this key: a remote build checks it got the caller's exact inputs. */
+  expectKey?: string;
 }
 
 export interface BuildIo {
@@ -48,14 +51,19 @@ export function workRoot(project: Project): string {
 
 function builderFor(project: Project, plan: BuildPlan): Builder {
   if (plan.builder === 'local') return new LocalBuilder(project);
-  throw new ConfigError(
-    `architecture ${plan.arch} is routed to the remote builder '${plan.builder}' (build.builders in pim.yml), and remote builds are not available yet; run with --local to build on this machine`,
-  );
+  const remote = project.pimConfig().build.remotes[plan.builder];
+  if (!remote) throw new ConfigError(`build.builders routes ${plan.arch} to '${plan.builder}', which build.remotes does not define`);
+  return new RemoteBuilder(project, plan.builder, remote);
 }
 
 /** `pim build run`: plan, answer from the cache, or build and register the image. */
 export async function buildImage(project: Project, options: BuildOptions, io: BuildIo): Promise<BuildResult> {
   const plan = resolvePlan(project, options);
+  if (options.expectKey && options.expectKey !== plan.cacheKey) {
+    throw new ConfigError(
+      `this PIM computes the cache key ${plan.cacheKey} for ${plan.profileName}/${plan.arch}, but the caller expected ${options.expectKey}: the inputs or PIM's built-in defaults differ`,
+    );
+  }
   const previous = new Registry(project.registryPath()).getImage(plan.profileName, plan.arch);
   if (!options.force) {
     const hit = cacheHit(previous, plan);
@@ -88,7 +96,10 @@ export async function buildImage(project: Project, options: BuildOptions, io: Bu
   const startedAt = Date.now();
   try {
     return await withGracefulInterrupts(async (signal) => {
-      const job: BuildJob = { plan, buildId, workDir: base, outputPath, keepFailed: options.keepFailed ?? false, verbose: options.verbose ?? false, log, say, reporter: io.reporter, signal };
+      const job: BuildJob = {
+        plan, buildId, workDir: base, outputPath, keepFailed: options.keepFailed ?? false, verbose: options.verbose ?? false,
+        log, say, reporter: io.reporter, progress: io.progress, signal,
+      };
       const built = await builder.build(job);
       if (signal.aborted) throw new InterruptedError();
       io.reporter.start('register');

@@ -13,17 +13,23 @@ import { shellJoin } from '../shell.js';
 import { projectFrom } from './context.js';
 import type { GlobalOptions } from './main.js';
 import { formatBytes, maskSecrets, printJson, printYaml, println, progressReporter, table, warn } from './output.js';
-import { stepReporter } from './reporter.js';
+import { prefixedReporter, stepReporter } from './reporter.js';
+import { remoteStatus } from '../builder/remote-status.js';
+import { pimVersion } from '../version.js';
+import { IsoCatalog } from '../iso/catalog.js';
+import { Profiles } from '../profile/profiles.js';
+import { WorkError, InterruptedError, errorMessage } from '../errors.js';
 
-type RunOptions = GlobalOptions & { arch?: string; force?: boolean; local?: boolean; verbose?: boolean; dryRun?: boolean; keepFailed?: boolean };
+type RunOptions = GlobalOptions & { arch?: string; force?: boolean; local?: boolean; verbose?: boolean; dryRun?: boolean; keepFailed?: boolean; expectKey?: string };
 
 export async function runBuild(opts: RunOptions, profileName: string): Promise<void> {
+  if (opts.arch === 'all') return runAllArches(opts, profileName);
   const project = projectFrom(opts);
   if (opts.dryRun) return dryRun(opts, profileName);
   const reporter = stepReporter();
   const result = await buildImage(
     project,
-    { profileName, arch: opts.arch, local: opts.local, force: opts.force, verbose: opts.verbose, keepFailed: opts.keepFailed },
+    { profileName, arch: opts.arch, local: opts.local, force: opts.force, verbose: opts.verbose, keepFailed: opts.keepFailed, expectKey: opts.expectKey },
     { say: (line) => reporter.note(line), reporter, progress: (label) => progressReporter(label) },
   );
   const passwordWarning = defaultPasswordWarning(result.plan.profile, profileName);
@@ -37,6 +43,44 @@ export async function runBuild(opts: RunOptions, profileName: string): Promise<v
   const total = result.timings.reduce((sum, t) => sum + t.seconds, 0);
   process.stderr.write(`built ${profileName}/${result.plan.arch} in ${total.toFixed(0)} s: ${formatBytes(result.record.file_size)} (virtual ${formatBytes(result.record.virtual_size)}), log ${result.logPath}\n`);
   println(result.record.path);
+}
+
+/**
+ * `--arch all`: every arch the profile lists (or the catalog has media for), in parallel, each
+ * on its own builder, output prefixed with the arch; one failing does not stop the others.
+ */
+async function runAllArches(opts: RunOptions, profileName: string): Promise<void> {
+  const project = projectFrom(opts);
+  const profile = new Profiles(project).get(profileName);
+  const arches = profile.architectures ?? IsoCatalog.load(project).arches();
+  if (opts.dryRun) {
+    for (const arch of arches) await dryRun({ ...opts, arch }, profileName);
+    return;
+  }
+  const rows = await Promise.all(
+    arches.map(async (arch) => {
+      const reporter = prefixedReporter(`[${arch}] `);
+      const started = Date.now();
+      try {
+        const result = await buildImage(
+          project,
+          { profileName, arch, local: opts.local, force: opts.force, verbose: opts.verbose, keepFailed: opts.keepFailed },
+          { say: (line) => reporter.note(line), reporter },
+        );
+        return { arch, builder: result.record.builder, result: result.cached ? 'cached' : 'built', seconds: (Date.now() - started) / 1000, size: result.record.file_size, path: result.record.path };
+      } catch (err) {
+        reporter.note(`FAILED: ${errorMessage(err).split('\n')[0]}`);
+        return { arch, builder: project.pimConfig().build.builders[arch] ?? 'local', result: 'failed', seconds: (Date.now() - started) / 1000, error: err };
+      }
+    }),
+  );
+  println(table([
+    ['ARCH', 'BUILDER', 'RESULT', 'SECONDS', 'SIZE', 'IMAGE'],
+    ...rows.map((r) => [r.arch, opts.local ? 'local' : r.builder, r.result, r.seconds.toFixed(0), 'size' in r ? formatBytes(r.size!) : '-', 'path' in r ? r.path! : errorMessage(r.error).split('\n')[0]!]),
+  ]));
+  const failed = rows.filter((r) => r.result === 'failed');
+  if (failed.some((r) => r.error instanceof InterruptedError)) throw new InterruptedError('interrupted; the architectures not finished registered nothing');
+  if (failed.length) throw new WorkError(`${failed.length} of ${rows.length} architectures failed: ${failed.map((r) => r.arch).join(', ')}`);
 }
 
 async function dryRun(opts: RunOptions, profileName: string): Promise<void> {
@@ -61,7 +105,7 @@ async function dryRun(opts: RunOptions, profileName: string): Promise<void> {
   const show = (cmd: { binary: string; args: string[] }) => maskSecrets(shellJoin([cmd.binary, ...cmd.args]).replace('127.0.0.1:65535', '127.0.0.1:<free port>'));
   const s = plan.settings;
   println(`plan for ${profileName}/${plan.arch} (dry run: nothing is changed)`);
-  println(`  builder:     ${plan.builder}${plan.builder !== 'local' ? ' (remote builds are not available yet: use --local)' : ''}`);
+  println(`  builder:     ${plan.builder}${plan.builder !== 'local' ? ` (remote: ${project.pimConfig().build.remotes[plan.builder]?.host})` : ''}`);
   println(`  ISO:         ${plan.iso.name} -> ${plan.isoPath} (${iso.status(plan.iso).state})`);
   println(`  cache key:   ${plan.cacheKey} (${hit ? `hit: ${hit.path}` : 'miss: would build'})`);
   println(`  accelerator: ${accel}`);
@@ -138,25 +182,26 @@ export async function clean(opts: GlobalOptions & { profile?: string; arch?: str
   println(`${report.removed.length} image(s) removed`);
 }
 
-export async function status(opts: GlobalOptions & { json?: boolean }): Promise<void> {
+export async function status(opts: GlobalOptions & { json?: boolean; localOnly?: boolean }): Promise<void> {
   const project = projectFrom(opts);
   const config = project.pimConfig();
-  const arches: Record<string, { accelerator: string; builder: string; remote?: string }> = {};
-  for (const arch of ARCHES) {
-    const builder = config.build.builders[arch] ?? 'local';
-    arches[arch] = {
-      accelerator: await selectedAccelerator(project, arch),
-      builder,
-      ...(builder !== 'local' ? { remote: 'configured (remote builds are not available yet)' } : {}),
-    };
-  }
-  const result = { host_arch: hostArch(), arches, registry: project.registryPath(), images_dir: project.imagesDir() };
+  const arches: Record<string, { accelerator: string; builder: string }> = {};
+  for (const arch of ARCHES) arches[arch] = { accelerator: await selectedAccelerator(project, arch), builder: config.build.builders[arch] ?? 'local' };
+  const remotes = opts.localOnly ? [] : await Promise.all(Object.entries(config.build.remotes).map(([name, remote]) => remoteStatus(name, remote)));
+  const result = { host_arch: hostArch(), version: pimVersion(), arches, remotes, registry: project.registryPath(), images_dir: project.imagesDir() };
   if (opts.json) {
     printJson(result);
     return;
   }
-  println(`host arch: ${result.host_arch}`);
-  for (const [arch, s] of Object.entries(arches)) println(`  ${arch}: builder ${s.builder}${s.remote ? ` (${s.remote})` : ''}, accelerator ${s.accelerator}`);
+  println(`host arch: ${result.host_arch} (PIM ${result.version})`);
+  for (const [arch, s] of Object.entries(arches)) println(`  ${arch}: builder ${s.builder}, local accelerator ${s.accelerator}`);
+  for (const r of remotes) {
+    println(
+      r.reachable
+        ? `remote ${r.name} (${r.host}): reachable, PIM ${r.version}, accelerators ${Object.entries(r.accelerators ?? {}).map(([a, x]) => `${a} ${x}`).join(', ')}`
+        : `remote ${r.name} (${r.host}): NOT reachable: ${r.reason}`,
+    );
+  }
   println(`registry: ${result.registry}`);
   println(`images:   ${result.images_dir}`);
 }

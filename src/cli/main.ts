@@ -1,8 +1,7 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
-import { packageRoot } from '../config/paths.js';
+import { pimVersion } from '../version.js';
 import { PimError } from '../errors.js';
+import { installSignalHandlers } from '../lifecycle.js';
 import { maskUrlCredentials } from '../secrets.js';
 
 export interface GlobalOptions {
@@ -26,7 +25,7 @@ function lazy(load: Loader) {
 }
 
 export function buildProgram(): Command {
-  const version = (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
+  const version = pimVersion();
   const program = new Command('pim')
     .description('Build virtual-machine images without Packer: QEMU, a served preseed, SSH provisioning, cloud-init ready qcow2.')
     .version(version, '-V, --version')
@@ -60,12 +59,13 @@ export function buildProgram(): Command {
 
   const build = program.command('build').description('build images, and list, show and clean what was built');
   build.command('run <profile>').description('build PROFILE into a qcow2 (answers from the cache when nothing changed)')
-    .option('-a, --arch <arch>', 'target architecture (arm64/aarch64, x86_64/amd64; default: this host\'s)')
+    .option('-a, --arch <arch>', "target architecture (arm64/aarch64, x86_64/amd64, or all; default: this host's)")
     .option('-f, --force', 'rebuild even when the cache has an image with the same key')
     .option('--local', 'build on this machine even if build.builders routes the arch to a remote')
     .option('-v, --verbose', 'stream the serial console and script output; say what changed on a cache miss')
     .option('-n, --dry-run', 'print the plan (ISO, cache key, scripts, QEMU command lines) and change nothing')
     .option('--keep-failed', 'keep the work dir of a failed or interrupted build for debugging')
+    .addOption(new Option('--expect-key <key>', 'fail unless the plan computes this cache key (used by remote builds)').hideHelp())
     .action(lazy(() => import('./build.js').then((m) => ({ default: m.runBuild }))));
   build.command('list').description('list built images').option('--json', 'print JSON').option('--all', 'include deployments')
     .action(lazy(() => import('./build.js').then((m) => ({ default: m.list }))));
@@ -74,8 +74,23 @@ export function buildProgram(): Command {
   build.command('clean').description('remove images and their registry entries (always: entries whose file is gone)')
     .option('--profile <name>', 'only this profile').option('-a, --arch <arch>', 'only this arch').option('--all', 'every image, and leftover work dirs')
     .action(lazy(() => import('./build.js').then((m) => ({ default: m.clean }))));
-  build.command('status').description('host arch, accelerators and the builder of each arch').option('--json', 'print JSON')
+  build.command('status').description('host arch, accelerators, the builder of each arch, and whether each remote answers').option('--json', 'print JSON')
+    .addOption(new Option('--local-only', 'do not contact the remotes').hideHelp())
     .action(lazy(() => import('./build.js').then((m) => ({ default: m.status }))));
+
+  const deploy = program.command('deploy').description('put built images on Proxmox, UTM and AWS targets (targets.d)');
+  deploy.command('run <profile> <target>').description("deploy PROFILE's registered image to TARGET (a no-op if that image is deployed there already)")
+    .option('-a, --arch <arch>', "the image's architecture (default: this host's)").option('-f, --force', 'deploy again even if this image is deployed there')
+    .option('--json', 'print JSON')
+    .action(lazy(() => import('./deploy.js').then((m) => ({ default: m.run }))));
+  deploy.command('list').description('recorded deployments').option('--json', 'print JSON')
+    .action(lazy(() => import('./deploy.js').then((m) => ({ default: m.list }))));
+  deploy.command('status <target>').description('each deployment recorded for TARGET: is it still there, and does it hold the current image')
+    .option('--json', 'print JSON')
+    .action(lazy(() => import('./deploy.js').then((m) => ({ default: m.status }))));
+  deploy.command('remove <profile> <target>').description('remove the deployment from TARGET, then its record')
+    .option('-a, --arch <arch>', "the image's architecture (default: this host's)")
+    .action(lazy(() => import('./deploy.js').then((m) => ({ default: m.remove }))));
 
   program.command('doctor').description('what this host has and lacks for building, and which accelerators work')
     .option('--json', 'print JSON').addOption(new Option('--no-cache', 'probe accelerators again instead of using the cached verdict'))
@@ -88,10 +103,15 @@ export function buildProgram(): Command {
 export async function run(argv: string[]): Promise<void> {
   const program = buildProgram();
   const debug = argv.includes('--debug');
+  const lifeline = process.env['PIM_STDIN_LIFELINE'] === '1';
+  if (lifeline) installSignalHandlers();
   try {
     await program.parseAsync(argv);
   } catch (err) {
     process.exitCode = exitCodeFor(err, debug);
+  } finally {
+    // The lifeline keeps stdin open; the command is done, so let the process end.
+    if (lifeline) process.stdin.destroy();
   }
 }
 

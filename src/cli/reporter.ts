@@ -45,3 +45,18 @@ export function stepReporter(stream: NodeJS.WriteStream = process.stderr): StepR
     },
   };
 }
+
+/** Step progress for one of several builds running at once: plain lines, each with `prefix`. */
+export function prefixedReporter(prefix: string, stream: NodeJS.WriteStream = process.stderr): StepReporter & { note(line: string): void } {
+  return {
+    start(name) {
+      stream.write(`${prefix}==> ${name}\n`);
+    },
+    end(name, seconds, ok) {
+      stream.write(`${prefix}<== ${name} ${ok ? 'done' : 'FAILED'} in ${seconds.toFixed(1)} s\n`);
+    },
+    note(line) {
+      stream.write(`${prefix}    ${line}\n`);
+    },
+  };
+}

@@ -27,6 +27,8 @@ export const buildSettingsSchema = z
     upgrade: z.boolean().optional(),
     build_user: z.enum(['lock', 'remove', 'keep']).optional(),
     script_timeout: positiveInt.optional(),
+    install_timeout: positiveInt.optional(),
+    preseed_fetch_timeout: positiveInt.optional(),
   })
   .passthrough();
 

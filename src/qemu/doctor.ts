@@ -28,6 +28,7 @@ const INSTALL: Record<string, { apt: string; brew: string }> = {
   'qemu-img': { apt: 'apt-get install qemu-utils', brew: 'brew install qemu' },
   'aarch64-uefi-firmware': { apt: 'apt-get install qemu-efi-aarch64', brew: 'brew install qemu' },
   'iso-reader': { apt: 'apt-get install xorriso', brew: 'brew install xorriso' },
+  'seed-iso-writer': { apt: 'apt-get install xorriso', brew: 'brew install xorriso (or use macOS hdiutil)' },
 };
 
 function installHint(what: string, platform: NodeJS.Platform): string {
@@ -59,6 +60,12 @@ export async function doctor(options: { cacheDir?: string; refresh?: boolean; ov
   tools['iso-reader'] = reader
     ? { found: true, path: reader.path, version: await versionOf(reader.path!) }
     : { found: false, install: installHint('iso-reader', platform) };
+
+  // `pim deploy` writes NoCloud seed ISOs (UTM bundles, build verification).
+  const seedWriter = ['xorriso', 'genisoimage', 'mkisofs', 'hdiutil'].map((n) => ({ n, path: which(n) })).find((r) => r.path);
+  tools['seed-iso-writer'] = seedWriter
+    ? { found: true, path: seedWriter.path }
+    : { found: false, install: installHint('seed-iso-writer', platform) };
 
   const acceleratorsByArch = {} as Record<Arch, AccelReport>;
   const selected = {} as Record<Arch, Accelerator>;

@@ -81,7 +81,7 @@ export class QmpClient extends EventEmitter {
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        reject(new WorkError(`QMP: ${command} got no answer within ${Math.round(timeoutMs / 1000)} s`));
+        reject(new WorkError(`QMP: ${command} got no answer within ${timeoutMs / 1000} s`));
       }, timeoutMs);
       this.pending.set(id, {
         resolve: (value) => {

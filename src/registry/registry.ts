@@ -43,6 +43,8 @@ const deploymentRecordSchema = z
     cache_key: z.string(),
     sha256: z.string().optional(),
     deployed_at: z.string(),
+    /** Earlier deployments of this profile and arch to this target, still on it (newest first). */
+    previous: z.array(z.object({ ids: z.record(z.string()), cache_key: z.string(), deployed_at: z.string() }).passthrough()).optional(),
   })
   .passthrough();
 export type DeploymentRecord = z.infer<typeof deploymentRecordSchema>;

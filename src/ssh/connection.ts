@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
-import ssh2, { type Client, type ConnectConfig, type SFTPWrapper } from 'ssh2';
+import type { Readable } from 'node:stream';
+import ssh2, { type Client, type ClientChannel, type ConnectConfig, type SFTPWrapper } from 'ssh2';
 import { WorkError, errorMessage } from '../errors.js';
 import { shq } from '../shell.js';
 import { fingerprintOf, verifyHostKey, type HostKeyPolicy } from './host-keys.js';
@@ -22,6 +23,16 @@ export interface SshTarget {
   keepaliveCountMax?: number;
   /** The SSH agent socket to take keys from when no private key is given. */
   agent?: string;
+}
+
+/** The server's host key did not pass the policy: never retried, never accepted silently. */
+export class HostKeyRejected extends WorkError {
+  constructor(
+    message: string,
+    readonly fingerprint: string,
+  ) {
+    super(message);
+  }
 }
 
 export interface ExecResult {
@@ -108,7 +119,7 @@ export class SshConnection {
         settled = true;
         client.end();
         if (rejectedKey) {
-          reject(new WorkError(`SSH to ${target.host}:${port}: host key ${rejectedKey} is not trusted (${describePolicy(target.hostKey)}); refusing to connect`));
+          reject(new HostKeyRejected(`SSH to ${target.host}:${port}: host key ${rejectedKey} is not trusted (${describePolicy(target.hostKey)}); refusing to connect`, rejectedKey));
         } else {
           reject(new WorkError(`SSH to ${target.username}@${target.host}:${port}: ${errorMessage(err)}`, { cause: err }));
         }
@@ -136,10 +147,36 @@ export class SshConnection {
     }
   }
 
-  private execOnChannel(command: string, onLine?: LineCallback): Promise<ExecResult> {
+  /**
+   * Like `exec`, but the command's stdin stays open until `endStdin()`: a remote PIM started
+   * with PIM_STDIN_LIFELINE=1 stops (as on Ctrl+C) when it ends.
+   */
+  execWithStdin(command: string, onLine?: LineCallback): { done: Promise<ExecResult>; endStdin(): void } {
+    let channel: ClientChannel | undefined;
+    let ended = false;
+    const lost = this.lostPromise();
+    const done = Promise.race([
+      this.execOnChannel(command, onLine, (c) => {
+        channel = c;
+        if (ended) c.end();
+      }),
+      lost.promise,
+    ]).finally(() => lost.dispose());
+    done.catch(() => undefined);
+    return {
+      done,
+      endStdin: () => {
+        ended = true;
+        channel?.end();
+      },
+    };
+  }
+
+  private execOnChannel(command: string, onLine?: LineCallback, onChannel?: (channel: ClientChannel) => void): Promise<ExecResult> {
     return new Promise((resolve, reject) => {
       this.client.exec(command, (err, stream) => {
         if (err) return reject(new WorkError(`SSH ${this.label}: cannot run command: ${errorMessage(err)}`));
+        onChannel?.(stream);
         const out = lineSplitter((line) => onLine?.(line, 'stdout'));
         const errOut = lineSplitter((line) => onLine?.(line, 'stderr'));
         stream.on('data', (chunk: Buffer) => out.push(chunk));
@@ -211,6 +248,16 @@ export class SshConnection {
     }
   }
 
+  /** A stream of the remote file from byte `start` on (SFTP), for downloads that resume. */
+  async readStream(remotePath: string, start = 0): Promise<Readable> {
+    const sftp = await this.sftp();
+    const stream = sftp.createReadStream(remotePath, { start });
+    const close = () => sftp.end();
+    stream.once('close', close);
+    stream.once('error', close);
+    return stream;
+  }
+
   end(): void {
     this.client.end();
   }
@@ -268,7 +315,7 @@ export async function waitForSsh(target: SshTarget, options: WaitOptions): Promi
       return await SshConnection.connect({ ...target, readyTimeout: Math.max(1000, Math.min(target.readyTimeout ?? 20_000, remaining)) });
     } catch (err) {
       lastError = errorMessage(err);
-      if (/host key .* is not trusted/.test(lastError)) throw err;
+      if (err instanceof HostKeyRejected) throw err;
       options.onAttempt?.(attempt, lastError);
     }
     const left = options.timeoutMs - (Date.now() - started);

@@ -1,61 +1,61 @@
-// `pim build run` end to end with the test installer media, then the finished image booted
-// the way a cloud would boot it: a fresh overlay and a NoCloud seed.
+// A finished image, booted the way a cloud boots it (a fresh overlay and a NoCloud seed of the
+// test's own): a clean cloud-init clone that no one can log in to with anything the build knew.
+// The image is the shared one (test/helpers/shared-image.ts), built once for every test file.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Vm } from '../../src/qemu/vm.js';
-import { waitForSsh } from '../../src/ssh/connection.js';
+import { SshConnection, waitForSsh } from '../../src/ssh/connection.js';
 import { createBuildKeyPair } from '../../src/ssh/keys.js';
-import { Registry } from '../../src/registry/registry.js';
-import { pim, sandbox } from '../helpers/env.js';
-import { rootSkip, testInstallerIso } from '../helpers/installer.js';
-import { useTestInstaller } from '../helpers/build-project.js';
+import { Project } from '../../src/config/project.js';
+import { resolvePlan } from '../../src/builder/plan.js';
+import { sandbox } from '../helpers/env.js';
+import { rootSkip } from '../helpers/installer.js';
+import { SHARED_PROFILE, sharedImage, type SharedImage } from '../helpers/shared-image.js';
 
-const box = sandbox('pim-build-');
-before(() => {
+const box = sandbox('pim-clone-');
+let shared: SharedImage;
+before(async () => {
   if (rootSkip) return;
-  const isoName = useTestInstaller(box, testInstallerIso());
-  box.write(
-    'profiles.d/e2e.yml',
-    `default:\n  iso: ${isoName}\n  password: build-secret-pw\n  packages: openssh-server sudo\n  build: { disk_size: 8G, memory: 1024, cpus: 2 }\n` +
-      'e2e:\n  hostname: e2e-build\n  scripts: [base, record, finalize]\n',
-  );
-  // What the build saw, printed into the build log for the test to compare with the clone.
-  box.write('scripts.d/record.sh', '#!/bin/bash\nset -euo pipefail\necho "BUILD-MACHINE-ID $(cat /etc/machine-id)"\necho "BUILD-HOSTKEY $(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub | cut -d" " -f2)"\nhistory -c\necho "echo from-the-build" >> /root/.bash_history\n');
+  shared = await sharedImage();
 });
 after(() => box.cleanup());
 
-test('pim build run builds a registered image; booted with a NoCloud seed it is a clean cloud-init clone', { skip: rootSkip, timeout: 60 * 60_000 }, async () => {
-  const r = await pim(box, ['build', 'run', 'e2e', '--arch', 'x86_64'], { timeoutMs: 50 * 60_000 });
-  assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
-  for (const step of ['disk', 'keys', 'serve', 'install', 'boot', 'provision', 'shutdown', 'compact', 'register']) {
-    assert.match(r.stderr, new RegExp(`<== ${step} done in \\d+\\.\\d s`), step);
+test('pim build run builds and registers an image, from exactly the inputs it planned with', { skip: rootSkip, timeout: 90 * 60_000 }, async () => {
+  const { record, build, buildLog } = shared;
+  assert.equal(build.status, 0);
+  for (const step of ['disk', 'keys', 'serve', 'install', 'boot', 'provision', 'shutdown', 'compact']) {
+    assert.match(build.stderr, new RegExp(`<== ${step} done in \\d+\\.\\d s`), step);
   }
-  const image = r.stdout.trim().split('\n').at(-1)!;
-  assert.ok(existsSync(image), image);
-  execFileSync('qemu-img', ['check', image]);
-  const record = new Registry(join(box.root, 'data', 'pim', 'registry.yml')).getImage('e2e', 'x86_64')!;
-  assert.equal(record.path, image);
+  assert.match(build.stderr, /<== register done in/);
+  assert.equal(build.stdout.trim().split('\n').at(-1), record.path);
+  execFileSync('qemu-img', ['check', '-q', record.path]);
   assert.match(record.sha256, /^[0-9a-f]{64}$/);
   assert.equal(record.virtual_size, 8 * 1024 ** 3);
   assert.ok(record.file_size < record.virtual_size / 2, `compact: ${record.file_size}`);
-  const buildLog = readFileSync(`${image}.log`, 'utf8');
-  assert.doesNotMatch(buildLog, /build-secret-pw/, 'the password is masked in the log');
+  assert.doesNotMatch(buildLog, new RegExp(shared.buildPassword), 'the password is masked in the log');
+  // A provisioning script was edited while the build ran: the build used (and registered the key
+  // of) the bytes it planned with.
+  assert.ok(build.editedDuringBuild);
+  assert.doesNotMatch(buildLog, /EDITED-DURING-THE-BUILD/);
+  assert.match(buildLog, /\[record\] BUILD-MACHINE-ID/);
+  assert.equal(record.cache_key, resolvePlan(new Project({ projectDir: shared.box.project, env: shared.box.env }), { profileName: SHARED_PROFILE, arch: 'x86_64' }).cacheKey);
+  assert.match(buildLog, /\[pim-prepare\] upgrade done: 0 package\(s\) still upgradable/);
+  assert.match(record.patched_at ?? '', /^\d{4}-/, 'the record says when the image was patched');
+  assert.equal(record.build_user, 'lock');
+  const work = join(shared.box.root, 'data', 'pim', 'images', '.work');
+  assert.deepEqual(existsSync(work) ? readdirSync(work) : [], [], 'no work dir left');
+});
+
+test('booted with a NoCloud seed, the image is a clean cloud-init clone that no one can log in to', { skip: rootSkip, timeout: 30 * 60_000 }, async () => {
+  const { record, buildLog } = shared;
   const buildMachineId = /BUILD-MACHINE-ID (\w+)/.exec(buildLog)![1];
   const buildHostKey = /BUILD-HOSTKEY (\S+)/.exec(buildLog)![1];
-  assert.ok(!readdirSync(join(box.root, 'data', 'pim', 'images', '.work')).length, 'no work dir left');
-
-  // A second run with nothing changed answers from the cache.
-  const again = await pim(box, ['build', 'run', 'e2e', '--arch', 'x86_64']);
-  assert.equal(again.status, 0);
-  assert.equal(again.stdout.trim(), image);
-  assert.match(again.stderr, /cached: e2e\/x86_64 is up to date/);
-
-  // Boot a clone: an overlay over the image, and a cidata seed whose user-data adds a key.
+  // A clone: an overlay over the image, and a cidata seed whose user-data adds a user and key.
   const overlay = join(box.root, 'clone.qcow2');
-  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', image, '-F', 'qcow2', overlay]);
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', record.path, '-F', 'qcow2', overlay]);
   const key = createBuildKeyPair(join(box.root, 'clone-key'), 'clone-key');
   const seedDir = join(box.root, 'seed');
   execFileSync('mkdir', ['-p', seedDir]);
@@ -88,6 +88,35 @@ test('pim build run builds a registered image; booted with a NoCloud seed it is 
       assert.equal((await ssh.capture('sudo sh -c "ls /root/.bash_history /home/*/.bash_history 2>/dev/null" || true')).trim(), '', 'no shell history');
       assert.equal((await ssh.capture("sudo find /var/lib/apt/lists -name '*_Packages' -o -name '*InRelease' | head -1")).trim(), '', 'no apt lists');
       assert.match(await ssh.capture('systemctl is-enabled cloud-init.service'), /enabled/);
+
+      // No login anyone knows (the audit found every image handing out root).
+      const refused = await SshConnection.connect({ host: '127.0.0.1', port: vm.sshPort!, username: 'ansible', password: shared.buildPassword, hostKey: { kind: 'any' } }).then(
+        (c) => {
+          c.end();
+          return false;
+        },
+        (err: Error) => /authentication methods failed/i.test(err.message),
+      );
+      assert.ok(refused, 'password login as the build user is refused');
+      assert.match(await ssh.capture('sudo sshd -T | grep -i "^passwordauthentication"'), /^passwordauthentication no$/m);
+      assert.match(await ssh.capture('sudo -l -U ansible || true'), /is not allowed to run sudo/);
+      assert.equal((await ssh.capture('sudo passwd -S ansible')).split(' ')[1], 'L', "the build user's password is locked");
+      assert.equal((await ssh.capture('sudo ls /etc/sudoers.d/')).includes('90-pim-user'), false);
+      // Patched: nothing of the security suite is pending.
+      const upgradable = await ssh.capture('sudo apt-get update -qq >/dev/null 2>&1; apt-get -s upgrade | grep "^Inst" || true');
+      assert.equal(upgradable.split('\n').filter((l) => /security/i.test(l)).length, 0, upgradable);
+      // cloud-init owns /etc/hosts and networking.
+      assert.equal((await ssh.capture('hostname -f')).trim(), 'e2e-clone');
+      assert.doesNotMatch(await ssh.capture('cat /etc/hosts'), /pim-image|small-build/);
+      const nics = Number((await ssh.capture('ls /sys/class/net | grep -v "^lo$" | wc -l')).trim());
+      const dhcpClients = Number((await ssh.capture('ps -eo comm= | grep -cE "^(dhclient|dhcpcd|udhcpc)" || true')).trim());
+      assert.equal(dhcpClients, nics, 'one DHCP client per NIC');
+      assert.doesNotMatch(await ssh.capture('cat /etc/network/interfaces'), /iface eth0/);
+      assert.equal((await ssh.capture('ls /etc/ssh/ | grep -c dsa || true')).trim(), '0', 'no DSA host key');
+      // The build's journal is gone: only the clone's own journal directory.
+      assert.deepEqual((await ssh.capture('ls /var/log/journal')).trim().split('\n'), [machineId]);
+      assert.equal((await ssh.capture('apt-config dump | grep -i proxy || true')).trim(), '', 'no proxy setting');
+      assert.equal((await ssh.capture('ls -d /var/log/installer 2>/dev/null || true')).trim(), '', 'no installer logs');
     } finally {
       ssh.end();
     }

@@ -71,6 +71,6 @@ export function pim(box: Sandbox, args: string[], options: { env?: NodeJS.Proces
   });
 }
 
-export function pimAsync(box: Sandbox, args: string[]) {
-  return spawn(process.execPath, [pimBin, ...args], { cwd: box.project, env: box.env, stdio: ['ignore', 'pipe', 'pipe'] });
+export function pimAsync(box: Sandbox, args: string[], env?: NodeJS.ProcessEnv) {
+  return spawn(process.execPath, [pimBin, ...args], { cwd: box.project, env: { ...box.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
 }

@@ -56,14 +56,18 @@ test('a script with a syntax error fails before QEMU starts, naming the script',
   assert.ok(!existsSync(join(box.root, 'data', 'pim', 'images', '.work')), 'no work dir was made');
 });
 
-test('an arch routed to a remote builder fails clearly unless --local', async () => {
-  box.write('pim.yml', 'build:\n  builders: { x86_64: far-away }\n  remotes: { far-away: { host: far.example, user: pim } }\n');
+test('an arch routed to a remote builder goes there (a remote that cannot be reached fails in the connect phase); --local builds here', async () => {
+  box.write('pim.yml', `build:\n  builders: { x86_64: far-away }\n  remotes: { far-away: { host: 127.0.0.1, port: 9, user: pim, identity_file: ${join(box.root, 'no-key')} } }\n`);
+  writeFileSync(join(box.root, 'no-key'), 'not a key');
   try {
+    const dry = await pim(box, ['build', 'run', 'fails', '--arch', 'x86_64', '--dry-run']);
+    assert.match(dry.stdout, /builder:\s+far-away \(remote: 127\.0\.0\.1\)/);
     const r = await pim(box, ['build', 'run', 'fails', '--arch', 'x86_64']);
-    assert.equal(r.status, 2);
-    assert.match(r.stderr, /routed to the remote builder 'far-away'.*--local/);
-    const dry = await pim(box, ['build', 'run', 'fails', '--arch', 'x86_64', '--local', '--dry-run']);
-    assert.match(dry.stdout, /builder:\s+local/);
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, /remote build on 'far-away' failed in the connect phase/);
+    assert.doesNotMatch(r.stderr, /==> disk/, 'nothing was built here');
+    const local = await pim(box, ['build', 'run', 'fails', '--arch', 'x86_64', '--local', '--dry-run']);
+    assert.match(local.stdout, /builder:\s+local/);
   } finally {
     box.write('pim.yml', '{}\n');
   }

@@ -1,5 +1,6 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { pim, sandbox } from '../helpers/env.js';
 
 const box = sandbox();
@@ -73,5 +74,85 @@ test('pim init copies the defaults without overwriting existing files', async ()
     assert.equal(shown.username, 'mine');
   } finally {
     fresh.cleanup();
+  }
+});
+
+const pimYmlCases: [string, string, RegExp][] = [
+  ['a remote without host', 'build:\n  builders: { x86_64: r1 }\n  remotes:\n    r1:\n      user: root\n', /pim\.yml:4: pim\.yml: field 'build\.remotes\.r1\.host': Required/],
+  ['a remote without user (none in default either)', 'build:\n  remotes:\n    r1:\n      host: r1.lan\n', /pim\.yml:3: pim\.yml: field 'build\.remotes\.r1\.user': Required/],
+  ['a builder naming an unknown remote', 'build:\n  builders:\n    x86_64: nowhere\n', /pim\.yml:3: pim\.yml: field 'build\.builders\.x86_64': unknown builder 'nowhere'/],
+  ['a builder for an arch that does not exist', 'build:\n  builders:\n    sparc: local\n', /pim\.yml:3: pim\.yml: field 'build\.builders\.sparc': unknown architecture 'sparc'/],
+  ['a host_key that is no fingerprint', 'build:\n  remotes:\n    r1: { host: r1.lan, user: u, host_key: "ssh-ed25519 AAAA" }\n', /field 'build\.remotes\.r1\.host_key': expected an OpenSSH fingerprint/],
+];
+for (const [what, yml, expected] of pimYmlCases) {
+  test(`pim.yml with ${what}: pim build status exits 2 naming pim.yml, the line and the field`, async () => {
+    const sub = sandbox();
+    try {
+      sub.write('pim.yml', yml);
+      const r = await pim(sub, ['build', 'status']);
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(r.stderr, expected);
+      assert.ok(r.stderr.includes(join(sub.project, 'pim.yml')), r.stderr);
+      assert.doesNotMatch(r.stderr, /\n\s+at /);
+    } finally {
+      sub.cleanup();
+    }
+  });
+}
+
+test("builders: { amd64: local } is read as x86_64, and a remote gets the default remote's settings", async () => {
+  const sub = sandbox();
+  try {
+    sub.write('pim.yml', 'build:\n  builders: { amd64: local, aarch64: mac }\n  remotes:\n    default: { user: builder, pim_path: /opt/pim/bin/pim }\n    mac: { host: mac.lan }\n');
+    const r = await pim(sub, ['build', 'status', '--json']);
+    assert.equal(r.status, 0, r.stderr);
+    const s = JSON.parse(r.stdout);
+    assert.equal(s.arches.x86_64.builder, 'local');
+    assert.equal(s.arches.arm64.builder, 'mac');
+    const { Project } = await import('../../src/config/project.js');
+    const config = new Project({ projectDir: sub.project, env: sub.env }).pimConfig();
+    assert.deepEqual(
+      { host: config.build.remotes['mac']!.host, user: config.build.remotes['mac']!.user, pim_path: config.build.remotes['mac']!.pim_path, port: config.build.remotes['mac']!.port },
+      { host: 'mac.lan', user: 'builder', pim_path: '/opt/pim/bin/pim', port: 22 },
+    );
+    assert.equal('default' in config.build.remotes, false, 'default is merged, not a remote of its own');
+  } finally {
+    sub.cleanup();
+  }
+});
+
+test('--dry-run with proxy credentials in the profile prints no secret; profile show masks them too', async () => {
+  const sub = sandbox();
+  try {
+    sub.write('isos.d/x.yml', `x:\n  url: http://127.0.0.1:9/x.iso\n  checksum: sha256:${'a'.repeat(64)}\n  arch: x86_64\n  distro: debian\n  version: "12"\n`);
+    sub.write('profiles.d/p.yml', 'default:\n  iso: x\nproxied:\n  http_proxy: http://user:s3cret@proxy.lan:3128\n  api_token: tok-123456\n  mirror_host: deb.debian.org\n');
+    const r = await pim(sub, ['build', 'run', 'proxied', '--arch', 'x86_64', '--dry-run']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.doesNotMatch(r.stdout + r.stderr, /s3cret|tok-123456/);
+    assert.match(r.stdout, /http_proxy: http:\/\/user:\*{8}@proxy\.lan:3128/);
+    const shown = await pim(sub, ['profile', 'show', 'proxied']);
+    assert.doesNotMatch(shown.stdout, /s3cret|tok-123456/);
+  } finally {
+    sub.cleanup();
+  }
+});
+
+test('a profile that keeps the shipped default password gets a warning; its own password or a hash gets none', async () => {
+  const sub = sandbox();
+  try {
+    sub.write('profiles.d/p.yml', 'mine:\n  password: correct-horse\nhashed:\n  password_crypted: "$6$salt$hash"\n');
+    assert.match((await pim(sub, ['profile', 'show', 'default'])).stderr, /warning: profile 'default' uses the shipped default password.*password_crypted/);
+    assert.doesNotMatch((await pim(sub, ['profile', 'show', 'mine'])).stderr, /warning/);
+    assert.doesNotMatch((await pim(sub, ['profile', 'show', 'hashed'])).stderr, /warning/);
+  } finally {
+    sub.cleanup();
+  }
+});
+
+test("names that become paths refuse '.', '..' and '/'", async () => {
+  for (const name of ['.', '..', 'a/b']) {
+    const r = await pim(box, ['profile', 'show', name]);
+    assert.equal(r.status, 2, name);
+    assert.match(r.stderr, /invalid profile name/);
   }
 });

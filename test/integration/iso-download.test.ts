@@ -14,11 +14,27 @@ const sha512 = createHash('sha512').update(payload).digest('hex');
 let server: Server;
 let port = 0;
 let rangeRequests = 0;
+let slowRequests = 0;
 
 before(async () => {
   server = createServer((req, res) => {
     if (req.url === '/SHA256SUMS') {
       res.end(`${'0'.repeat(64)}  other.iso\n${sha256}  media.iso\n`);
+      return;
+    }
+    if (req.url === '/slow.iso') {
+      // Sent in 8 pieces over ~1.6 s: long enough for a second download to start meanwhile.
+      slowRequests++;
+      res.writeHead(200, { 'content-length': payload.length });
+      let piece = 0;
+      const size = Math.ceil(payload.length / 8);
+      const timer = setInterval(() => {
+        res.write(payload.subarray(piece * size, (piece + 1) * size));
+        if (++piece === 8) {
+          clearInterval(timer);
+          res.end();
+        }
+      }, 200);
       return;
     }
     if (req.url !== '/media.iso') {
@@ -103,4 +119,28 @@ test('verify notices a file that changed after download', async () => {
   assert.match(r.stderr, /checksum mismatch/);
   const list = JSON.parse((await pim(box, ['iso', 'list', '--json'])).stdout) as { name: string; state: string }[];
   assert.equal(list.find((e) => e.name === 'right')?.state, 'downloaded');
+});
+
+test('two downloads of one ISO at once: the second waits for the first, both succeed, the file is whole', async () => {
+  box.write('isos.d/slow.yml', `slow:\n  url: http://127.0.0.1:${port}/slow.iso\n  checksum: sha256:${sha256}\n  arch: amd64\n  distro: test\n  version: "1.0"\n`);
+  const [a, b] = await Promise.all([pim(box, ['iso', 'download', 'slow']), pim(box, ['iso', 'download', 'slow'])]);
+  assert.equal(a.status, 0, a.stderr);
+  assert.equal(b.status, 0, b.stderr);
+  assert.match(a.stderr + b.stderr, /another download of it is running \(.* pid \d+\); waiting for it/);
+  assert.match(a.stdout + b.stdout, /already downloaded and verified/);
+  assert.equal(slowRequests, 1, 'fetched once');
+  assert.deepEqual(readFileSync(join(isoDir(), 'slow.iso')), payload);
+  assert.ok(!readdirSync(isoDir()).some((f) => f.endsWith('.part') || f.endsWith('.lock')));
+});
+
+test("a catalog filename of '.' or '..' is refused (exit 2) and moves nothing", async () => {
+  for (const bad of ['.', '..']) {
+    box.write('isos.d/dot.yml', `dot:\n  url: http://127.0.0.1:${port}/media.iso\n  checksum: sha256:${sha256}\n  arch: amd64\n  distro: test\n  version: "1.0"\n  filename: "${bad}"\n`);
+    const before = readdirSync(isoDir()).sort();
+    const r = await pim(box, ['iso', 'download', 'dot']);
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /isos\.d\/dot\.yml:\d+: .*filename/);
+    assert.deepEqual(readdirSync(isoDir()).sort(), before);
+  }
+  box.write('isos.d/dot.yml', '{}\n');
 });

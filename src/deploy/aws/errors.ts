@@ -1,0 +1,69 @@
+import { WorkError, errorMessage } from '../../errors.js';
+
+export interface RetryCounter {
+  retries: number;
+}
+
+interface AwsError {
+  name?: string;
+  message?: string;
+  code?: string;
+  $metadata?: { httpStatusCode?: number };
+}
+
+const THROTTLING = new Set(['RequestThrottledException', 'ThrottlingException', 'Throttling', 'RequestLimitExceeded', 'TooManyRequestsException', 'SlowDown']);
+const TRANSIENT = new Set(['InternalServerException', 'InternalError', 'ServiceUnavailable', 'TimeoutError', 'RequestTimeout']);
+
+function retryable(err: unknown): boolean {
+  const e = err as AwsError;
+  if (e.name && (THROTTLING.has(e.name) || TRANSIENT.has(e.name))) return true;
+  if ((e.$metadata?.httpStatusCode ?? 0) >= 500) return true;
+  return /ECONNRESET|ECONNREFUSED|EPIPE|socket hang up/.test(e.code ?? e.message ?? '');
+}
+
+/** One or two lines for an AWS error, naming the IAM action where a permission is missing. */
+export function describeAwsError(action: string, err: unknown): WorkError {
+  const e = err as AwsError;
+  const name = e.name ?? 'Error';
+  const message = (e.message ?? errorMessage(err)).split('\n')[0];
+  if (/AccessDenied|UnauthorizedOperation|Forbidden/.test(name)) {
+    return new WorkError(`AWS refused ${action}: the credentials lack the IAM permission '${action}' (${name}: ${message})`);
+  }
+  if (name === 'CredentialsProviderError' || /Could not load credentials/i.test(message)) {
+    return new WorkError(`no AWS credentials for ${action}: set the target's 'profile', AWS_PROFILE, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (${message})`);
+  }
+  if (/Expired(Token)?|RequestExpired/.test(name)) return new WorkError(`the AWS credentials have expired (${action}: ${message}); renew them (e.g. aws sso login) and run again`);
+  if (/QuotaExceeded|LimitExceeded/.test(name) && !THROTTLING.has(name)) return new WorkError(`an AWS quota stops ${action}: ${name}: ${message}`);
+  if (/ENOTFOUND|getaddrinfo/.test(message)) return new WorkError(`cannot reach the AWS endpoint for ${action} (${message}): is the region right, and does it offer the EBS direct APIs?`);
+  return new WorkError(`${action} failed: ${name}: ${message}`);
+}
+
+/**
+ * Runs an AWS call, retrying throttling and server errors with exponential back-off and jitter
+ * (the SDK's own retries are off, so every retry is counted and logged); other errors become a
+ * WorkError that names the IAM action.
+ */
+export async function withRetries<T>(action: string, call: () => Promise<T>, counter: RetryCounter, options: { signal: AbortSignal; log: (line: string) => void; attempts?: number }): Promise<T> {
+  const attempts = options.attempts ?? 8;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await call();
+    } catch (err) {
+      if (options.signal.aborted) throw err;
+      if (attempt >= attempts || !retryable(err)) throw describeAwsError(action, err);
+      counter.retries++;
+      const delay = Math.min(5_000, 100 * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2);
+      options.log(`${action}: ${(err as AwsError).name ?? 'error'} (attempt ${attempt} of ${attempts}); retrying in ${Math.round(delay)} ms`);
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}
+
+/** A single AWS call with PIM's error message (no retries). */
+export async function awsCall<T>(action: string, call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    throw describeAwsError(action, err);
+  }
+}

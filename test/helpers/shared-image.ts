@@ -1,0 +1,147 @@
+// One finished image for every test that needs one: built once (per content of PIM and the test
+// media) on a remote test host over SSH -- so the same build also proves the remote builder -- and
+// cached under the fixture cache. Tests read it; none modify it.
+import { createHash } from 'node:crypto';
+import { execFileSync, spawn } from 'node:child_process';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { acquireLock } from '../../src/files/lock.js';
+import { Registry, type ImageRecord } from '../../src/registry/registry.js';
+import { pimBin, repoRoot, type Sandbox } from './env.js';
+import { until } from './fixtures.js';
+import { testInstallerIso } from './installer.js';
+import { createTestHost, installedPim } from './remote-host.js';
+
+export interface SharedImage {
+  /** The sandbox the image was built in (its project, XDG dirs and registry). */
+  box: Sandbox;
+  record: ImageRecord;
+  /** `pim build run small` as it ran: exit status and output. */
+  build: { status: number | null; stdout: string; stderr: string; editedDuringBuild: boolean };
+  buildLog: string;
+  /** The remote's cache dir and its home, to check what the build left there. */
+  remoteCacheDir: string;
+  remoteHome: string;
+  /** What the profile's build user's password was (to show it no longer works). */
+  buildPassword: string;
+}
+
+export const SHARED_PROFILE = 'small';
+export const BUILD_PASSWORD = 'build-secret-pw';
+export const RECORD_SCRIPT =
+  '#!/bin/bash\nset -euo pipefail\necho "BUILD-MACHINE-ID $(cat /etc/machine-id)"\necho "BUILD-HOSTKEY $(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub | cut -d" " -f2)"\n' +
+  'history -c\necho "echo from-the-build" >> /root/.bash_history\n';
+
+function fixtureCache(): string {
+  return process.env['PIM_FIXTURE_CACHE'] ?? join(process.env['HOME'] ?? '/root', '.cache/pim-fixtures');
+}
+
+function sandboxAt(root: string): Sandbox {
+  const project = join(root, 'project');
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    HOME: join(root, 'home'),
+    XDG_CONFIG_HOME: join(root, 'config'),
+    XDG_DATA_HOME: join(root, 'data'),
+    XDG_CACHE_HOME: join(root, 'cache'),
+    XDG_STATE_HOME: join(root, 'state'),
+  };
+  return {
+    root,
+    project,
+    env,
+    write(relative, content) {
+      const path = join(project, relative);
+      mkdirSync(join(path, '..'), { recursive: true });
+      writeFileSync(path, content);
+      return path;
+    },
+    cleanup: () => undefined, // shared: kept for the next test file and the next run
+  };
+}
+
+let memo: Promise<SharedImage> | undefined;
+
+/** The shared image, built on first use (other test processes wait for it). */
+export function sharedImage(): Promise<SharedImage> {
+  memo ??= buildShared();
+  return memo;
+}
+
+async function buildShared(): Promise<SharedImage> {
+  const iso = testInstallerIso();
+  const pimPath = await installedPim();
+  const key = createHash('sha256')
+    .update(iso)
+    .update(pimPath)
+    .update(readFileSync(join(repoRoot, 'test/helpers/shared-image.ts')))
+    .digest('hex')
+    .slice(0, 16);
+  const root = join(fixtureCache(), `shared-image-${key}`);
+  mkdirSync(fixtureCache(), { recursive: true });
+  const lock = await acquireLock(root, { timeoutMs: 90 * 60_000 });
+  try {
+    const resultPath = join(root, 'result.json');
+    if (existsSync(resultPath)) {
+      const result = JSON.parse(readFileSync(resultPath, 'utf8')) as Omit<SharedImage, 'box'>;
+      if (existsSync(result.record.path)) return { ...result, box: sandboxAt(root) };
+    }
+    rmSync(root, { recursive: true, force: true });
+    const result = await build(root, iso, pimPath);
+    writeFileSync(resultPath, JSON.stringify(result, null, 2));
+    return { ...result, box: sandboxAt(root) };
+  } finally {
+    lock.release();
+  }
+}
+
+async function build(root: string, iso: string, pimPath: string): Promise<Omit<SharedImage, 'box'>> {
+  const box = sandboxAt(root);
+  mkdirSync(box.project, { recursive: true });
+  const host = await createTestHost(join(root, 'remote'));
+  await host.start();
+  try {
+    const sum = createHash('sha256').update(readFileSync(iso)).digest('hex');
+    box.write('isos.d/test-installer.yml', `pim-test-installer-amd64:\n  url: file://${iso}\n  checksum: sha256:${sum}\n  arch: x86_64\n  distro: debian\n  version: "12.0-pimtest"\n`);
+    box.write(
+      'profiles.d/small.yml',
+      `default:\n  iso: pim-test-installer-amd64\n  password: ${BUILD_PASSWORD}\n  packages: openssh-server sudo\n  build: { disk_size: 8G, memory: 1024, cpus: 2 }\n` +
+        `${SHARED_PROFILE}:\n  hostname: small-build\n  scripts: [base, record, finalize]\n`,
+    );
+    box.write('scripts.d/record.sh', RECORD_SCRIPT);
+    const remoteCacheDir = join(host.home, 'pim-cache');
+    box.write(
+      'pim.yml',
+      `build:\n  builders: { x86_64: lab }\n  remotes:\n    lab:\n      host: ${host.address}\n      port: ${host.port}\n      user: ${host.user}\n` +
+        `      identity_file: ${host.clientKey.privateKeyPath}\n      host_key: ${host.hostKeyFingerprint}\n      pim_path: ${pimPath}\n      cache_dir: ${remoteCacheDir}\n`,
+    );
+    // The build, with an edit of one of its scripts while it installs: the build must not see it.
+    const child = spawn(process.execPath, [pimBin, 'build', 'run', SHARED_PROFILE, '--arch', 'x86_64'], { cwd: box.project, env: box.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    let editedDuringBuild = false;
+    await until(() => /\[lab\] ==> install/.test(stderr) || child.exitCode !== null, 30 * 60_000, 'the remote install step');
+    if (child.exitCode === null) {
+      appendFileSync(join(box.project, 'scripts.d/record.sh'), 'echo EDITED-DURING-THE-BUILD\n');
+      editedDuringBuild = true;
+    }
+    const status = await exited;
+    writeFileSync(join(box.project, 'scripts.d/record.sh'), RECORD_SCRIPT);
+    if (status !== 0) throw new Error(`the shared image build failed (exit ${status}):\n${stderr.split('\n').slice(-40).join('\n')}`);
+    const record = new Registry(join(root, 'data', 'pim', 'registry.yml')).getImage(SHARED_PROFILE, 'x86_64')!;
+    execFileSync('qemu-img', ['check', '-q', record.path]);
+    return {
+      record,
+      build: { status, stdout, stderr, editedDuringBuild },
+      buildLog: readFileSync(`${record.path}.log`, 'utf8'),
+      remoteCacheDir,
+      remoteHome: host.home,
+      buildPassword: BUILD_PASSWORD,
+    };
+  } finally {
+    await host.stop();
+  }
+}
