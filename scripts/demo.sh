@@ -15,7 +15,10 @@ project=${PIM_DEMO_PROJECT:-$repo/.demo}
 mkdir -p "$project"
 pim() { node "$repo/bin/pim.js" --project "$project" "$@"; }
 
-arch=$(node -e 'console.log(process.arch === "arm64" ? "arm64" : "x86_64")')
+# The host's arch, or PIM_DEMO_ARCH (arm64 builds under emulation on an x86_64 host: slow).
+arch=${PIM_DEMO_ARCH:-$(node -e 'console.log(process.arch === "arm64" ? "arm64" : "x86_64")')}
+case "$arch" in amd64) arch=x86_64 ;; aarch64) arch=arm64 ;; esac
+debarch=$([ "$arch" = arm64 ] && echo arm64 || echo amd64)
 official=$(node "$repo/bin/pim.js" iso list --json | node -e '
   const list = JSON.parse(require("fs").readFileSync(0, "utf8"));
   const want = process.argv[1];
@@ -25,28 +28,28 @@ read -r official_name official_url <<< "$official"
 
 if [ -n "$official_url" ] && curl -sfI --max-time 10 "$official_url" >/dev/null 2>&1; then
   echo "demo: using the official ISO $official_name ($official_url answers)"
-  rm -f "$project/profiles.d/demo-media.yml" "$project/isos.d/demo-media.yml"
+  rm -f "$project/profiles.d/demo-media.yml" "$project"/isos.d/demo-media*.yml
 else
   echo "demo: the official ISO ${official_name:-for $arch} cannot be downloaded here (${official_url:-no catalog entry} does not answer);"
   echo "demo: using the test installer media instead (test/fixtures/test-installer: same netinst contract, real Debian 12)"
-  if [ "$arch" != x86_64 ]; then echo "demo: the test installer media exist for x86_64 only" >&2; exit 1; fi
-  iso=$(bash test/fixtures/test-installer/build.sh | tail -1)
+  iso=$(bash test/fixtures/test-installer/build.sh --arch "$debarch" | tail -1)
   sum=$(sha256sum "$iso" | cut -d' ' -f1)
   mkdir -p "$project/isos.d" "$project/profiles.d"
-  cat > "$project/isos.d/demo-media.yml" <<YML
+  cat > "$project/isos.d/demo-media-$debarch.yml" <<YML
 # Written by scripts/demo.sh: the locally built test installer media.
-pim-test-installer-amd64:
+pim-test-installer-$debarch:
   url: file://$iso
   checksum: sha256:$sum
-  arch: x86_64
+  arch: $arch
   distro: debian
   version: "12.0-pimtest"
-  filename: pim-test-installer-amd64-${sum:0:12}.iso
+  filename: pim-test-installer-$debarch-${sum:0:12}.iso
 YML
+  rm -f "$project/isos.d/demo-media.yml"
   cat > "$project/profiles.d/demo-media.yml" <<YML
 # Written by scripts/demo.sh: build the default profile from the test installer media.
 default:
-  iso: pim-test-installer-amd64
+  iso_pattern: "pim-test-installer-{arch}"
 YML
 fi
 

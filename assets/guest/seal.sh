@@ -82,6 +82,13 @@ if [ -f /etc/network/interfaces ]; then
   rm -f /etc/network/interfaces.pim
 fi
 
+# --- What pim-prepare switched off for the build's speed comes back.
+rm -f /etc/dpkg/dpkg.cfg.d/pim-build-unsafe-io
+if [ -e /var/lib/man-db/.pim-auto-update-off ]; then
+  rm -f /var/lib/man-db/.pim-auto-update-off
+  touch /var/lib/man-db/auto-update
+fi
+
 # --- No proxy setting from the build (the installer's mirror/http/proxy, PIM's package cache).
 rm -f /etc/apt/apt.conf.d/01proxy
 if [ -f /etc/apt/apt.conf ]; then sed -i -E '/Acquire::(http|https|ftp)::Proxy/d' /etc/apt/apt.conf; fi

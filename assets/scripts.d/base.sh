@@ -38,12 +38,15 @@ WantedBy=multi-user.target
 UNIT
 systemctl enable pim-ssh-host-keys.service
 
-# GRUB on the serial console too, so that a VM without a display (Proxmox --vga serial0) shows it.
+# GRUB on the serial console too, so that a VM without a display (Proxmox --vga serial0, UTM's
+# serial terminal) shows it: the first UART of a PC, or the one UEFI offers on an arm64 machine
+# (ttyAMA0, which the preseed puts on the kernel's command line there).
 if command -v update-grub >/dev/null; then
   mkdir -p /etc/default/grub.d
-  cat > /etc/default/grub.d/50-pim-serial.cfg <<'GRUB'
+  if [ "$(dpkg --print-architecture)" = arm64 ]; then serial_command='serial --speed=115200'; else serial_command='serial --unit=0 --speed=115200'; fi
+  cat > /etc/default/grub.d/50-pim-serial.cfg <<GRUB
 GRUB_TERMINAL="console serial"
-GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
+GRUB_SERIAL_COMMAND="${serial_command}"
 GRUB
   update-grub
 fi

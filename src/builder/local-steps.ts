@@ -45,7 +45,7 @@ function baseSpec(state: LocalBuildState, name: string): VmSpecInput {
     accel: state.accel,
     memoryMb: plan.settings.memoryMb,
     cpus: plan.settings.cpus,
-    disk: { path: state.diskPath, format: 'qcow2' },
+    disk: { path: state.diskPath, format: 'qcow2', cache: 'unsafe' },
     serialLog: join(job.workDir, `${name}-console.log`),
     firmware: state.firmware,
     efiVars: state.firmware?.vars ? join(job.workDir, 'efivars.fd') : undefined,

@@ -49,6 +49,7 @@ export async function registerBuilt(
     file_size: built.fileSize,
     sha256: built.sha256,
     compressed: plan.settings.compress,
+    compression: plan.settings.compress ? 'zstd' : 'none',
     build_user: plan.settings.buildUser,
     ...(built.patchedAt ? { patched_at: built.patchedAt } : {}),
     ...(built.warnings.length ? { warnings: built.warnings } : {}),

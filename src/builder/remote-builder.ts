@@ -1,5 +1,4 @@
-import { createWriteStream, existsSync, renameSync, rmSync, statSync } from 'node:fs';
-import { pipeline } from 'node:stream/promises';
+import { closeSync, existsSync, openSync, renameSync, rmSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import type { Project } from '../config/project.js';
@@ -257,7 +256,6 @@ const buildPhase = phase(
     const execution = state.ssh!.execWithStdin(command, (line) => {
       tail.push(line);
       if (tail.length > 15) tail.shift();
-      job.log.line(`[${state.name}] ${line}`);
       job.say(`[${state.name}] ${line}`);
     });
     state.running = { stdinEnd: execution.endStdin, done: execution.done.catch(() => undefined) };
@@ -275,7 +273,9 @@ const buildPhase = phase(
     if (!running) return;
     // Interrupted here: end the remote PIM's lifeline and give it time to clean up.
     running.stdinEnd();
-    await Promise.race([running.done, new Promise((r) => setTimeout(r, 60_000))]);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([running.done, new Promise((r) => (timer = setTimeout(r, 60_000)))]);
+    clearTimeout(timer);
   },
 );
 
@@ -306,10 +306,12 @@ async function downloadResumable(state: RemoteBuildState, remote: string, local:
       if (state.ssh!.lost) {
         state.ssh = await connectToHost(state.remote, { label: `remote '${state.name}'`, pinAt: `build.remotes.${state.name}.host_key in pim.yml` });
       }
-      const source = await state.ssh!.readStream(remote, have);
-      let done = have;
-      source.on('data', (chunk: Buffer) => onProgress((done += chunk.length)));
-      await pipeline(source, createWriteStream(local, { flags: have > 0 ? 'a' : 'w' }));
+      const fd = openSync(local, have > 0 ? 'r+' : 'w');
+      try {
+        await state.ssh!.downloadFrom(remote, fd, have, onProgress);
+      } finally {
+        closeSync(fd);
+      }
     } catch (err) {
       lastError = errorMessage(err);
     }

@@ -93,7 +93,7 @@ async function dryRun(opts: RunOptions, profileName: string): Promise<void> {
   const work = join(project.imagesDir(), '.work', `${profileName}-${plan.arch}-<id>`);
   const common = {
     name: `pim-<id>`, arch: plan.arch, accel, memoryMb: plan.settings.memoryMb, cpus: plan.settings.cpus,
-    disk: { path: join(work, 'disk.qcow2'), format: 'qcow2' as const }, qmpSocket: '<tmp>/qmp.sock', firmware,
+    disk: { path: join(work, 'disk.qcow2'), format: 'qcow2' as const, cache: 'unsafe' as const }, qmpSocket: '<tmp>/qmp.sock', firmware,
     efiVars: firmware?.vars ? join(work, 'efivars.fd') : undefined,
   };
   const consoleDev = plan.arch === 'arm64' ? 'ttyAMA0' : 'ttyS0';

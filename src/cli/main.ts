@@ -101,6 +101,9 @@ export function buildProgram(): Command {
 
 /** The one place that turns errors into messages and exit codes. */
 export async function run(argv: string[]): Promise<void> {
+  // A reader that went away (`pim … | head`, a closed terminal) must not crash PIM in the middle
+  // of a build's cleanup: output to a broken pipe is dropped.
+  for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
   const program = buildProgram();
   const debug = argv.includes('--debug');
   const lifeline = process.env['PIM_STDIN_LIFELINE'] === '1';

@@ -108,7 +108,8 @@ const buildSectionSchema = z
     preseed_fetch_timeout: positiveInt.default(600),
     /** Seconds one provisioning script may run. */
     script_timeout: positiveInt.default(3600),
-    compress: z.boolean().default(false),
+    /** zstd-compressed qcow2 clusters in the final image. */
+    compress: z.boolean().default(true),
     /** apt-get full-upgrade during the build, so the image ships its suite's security updates. */
     upgrade: z.boolean().default(true),
     /** What becomes of the user the build logs in as: password locked and sudo rule removed, the account removed, or kept. */

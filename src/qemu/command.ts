@@ -10,7 +10,11 @@ export interface VmSpec {
   accel: Accelerator;
   memoryMb: number;
   cpus: number;
-  disk?: { path: string; format: 'qcow2' | 'raw' };
+  /**
+   * `unsafe` ignores the guest's flushes (QEMU still writes everything out when it exits): right
+   * for a build disk, which is either finished with a clean power-off or thrown away.
+   */
+  disk?: { path: string; format: 'qcow2' | 'raw'; cache?: 'writeback' | 'unsafe' };
   cdrom?: string;
   kernel?: { path: string; initrd?: string; append?: string };
   /** `-boot order=…` / `-boot once=…` (BIOS letters: c disk, d CD-ROM). */
@@ -61,7 +65,7 @@ export function qemuCommand(spec: VmSpec): QemuCommand {
   }
 
   if (spec.disk) {
-    args.push('-drive', `file=${opt(spec.disk.path)},format=${spec.disk.format},if=virtio,discard=unmap,detect-zeroes=unmap,cache=writeback`);
+    args.push('-drive', `file=${opt(spec.disk.path)},format=${spec.disk.format},if=virtio,discard=unmap,detect-zeroes=unmap,cache=${spec.disk.cache ?? 'writeback'}`);
   }
   if (spec.cdrom) {
     if (spec.arch === 'arm64') {

@@ -25,6 +25,8 @@ const imageRecordSchema = z
     file_size: z.number(),
     sha256: z.string(),
     compressed: z.boolean().optional(),
+    /** The qcow2 compression of the image file: zstd, or none. */
+    compression: z.enum(['zstd', 'none']).optional(),
     /** When the image's packages were brought up to date (build.upgrade), else absent. */
     patched_at: z.string().optional(),
     build_user: z.enum(['lock', 'remove', 'keep']).optional(),

@@ -1,5 +1,4 @@
-import { readFileSync } from 'node:fs';
-import type { Readable } from 'node:stream';
+import { readFileSync, writeSync } from 'node:fs';
 import ssh2, { type Client, type ClientChannel, type ConnectConfig, type SFTPWrapper } from 'ssh2';
 import { WorkError, errorMessage } from '../errors.js';
 import { shq } from '../shell.js';
@@ -248,14 +247,53 @@ export class SshConnection {
     }
   }
 
-  /** A stream of the remote file from byte `start` on (SFTP), for downloads that resume. */
-  async readStream(remotePath: string, start = 0): Promise<Readable> {
+  /**
+   * Appends the remote file from byte `start` on to the local file descriptor `fd`, in order
+   * (so that what is on disk is always a prefix, and an interrupted download can resume), with
+   * `window` SFTP reads of `chunk` bytes in flight: one read at a time is bound by latency.
+   */
+  async downloadFrom(remotePath: string, fd: number, start: number, onProgress?: (done: number) => void, options: { chunk?: number; window?: number } = {}): Promise<number> {
+    const chunk = options.chunk ?? 256 * 1024;
+    const window = options.window ?? 16;
     const sftp = await this.sftp();
-    const stream = sftp.createReadStream(remotePath, { start });
-    const close = () => sftp.end();
-    stream.once('close', close);
-    stream.once('error', close);
-    return stream;
+    const lost = this.lostPromise();
+    try {
+      const handle = await new Promise<Buffer>((resolve, reject) => sftp.open(remotePath, 'r', (err, h) => (err ? reject(new WorkError(`SFTP open ${this.label}:${remotePath}: ${errorMessage(err)}`)) : resolve(h))));
+      const size = await new Promise<number>((resolve, reject) => sftp.fstat(handle, (err, st) => (err ? reject(new WorkError(`SFTP stat ${remotePath}: ${errorMessage(err)}`)) : resolve(st.size))));
+      const readAt = (position: number) =>
+        new Promise<Buffer>((resolve, reject) => {
+          const length = Math.min(chunk, size - position);
+          const buffer = Buffer.alloc(length);
+          const read = (offset: number) =>
+            sftp.read(handle, buffer, offset, length - offset, position + offset, (err, n) => {
+              if (err) return reject(new WorkError(`SFTP read ${remotePath} at ${position + offset}: ${errorMessage(err)}`));
+              if (n === 0) return reject(new WorkError(`SFTP read ${remotePath}: the file ended early at ${position + offset}`));
+              if (offset + n < length) read(offset + n);
+              else resolve(buffer);
+            });
+          read(0);
+        });
+      const pending: Promise<Buffer>[] = [];
+      let next = start;
+      let written = start;
+      while (written < size) {
+        while (pending.length < window && next < size) {
+          const p = readAt(next);
+          p.catch(() => undefined);
+          pending.push(p);
+          next += Math.min(chunk, size - next);
+        }
+        const data = await Promise.race([pending.shift()!, lost.promise]);
+        writeSync(fd, data, 0, data.length, written);
+        written += data.length;
+        onProgress?.(written);
+      }
+      await new Promise<void>((resolve) => sftp.close(handle, () => resolve()));
+      return size;
+    } finally {
+      lost.dispose();
+      sftp.end();
+    }
   }
 
   end(): void {

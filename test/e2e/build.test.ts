@@ -117,6 +117,9 @@ test('booted with a NoCloud seed, the image is a clean cloud-init clone that no 
       assert.deepEqual((await ssh.capture('ls /var/log/journal')).trim().split('\n'), [machineId]);
       assert.equal((await ssh.capture('apt-config dump | grep -i proxy || true')).trim(), '', 'no proxy setting');
       assert.equal((await ssh.capture('ls -d /var/log/installer 2>/dev/null || true')).trim(), '', 'no installer logs');
+      // What the build switched off for speed is back: dpkg's fsyncs, man-db's trigger.
+      assert.equal((await ssh.capture('ls /etc/dpkg/dpkg.cfg.d/')).includes('pim-build'), false);
+      assert.equal((await ssh.capture('test ! -d /var/lib/man-db || test -e /var/lib/man-db/auto-update; echo $?')).trim(), '0');
     } finally {
       ssh.end();
     }

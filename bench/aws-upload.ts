@@ -1,0 +1,50 @@
+// The AWS upload of an image, measured: bytes of data read, blocks sent and skipped, seconds,
+// and the ratio of that time to one `sha256sum` pass over the same number of bytes here.
+//   node dist/bench/aws-upload.js IMAGE
+import { execFileSync, spawn } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { EBSClient } from '@aws-sdk/client-ebs';
+import { dataExtents } from '../src/qemu/image-reader.js';
+import { uploadSnapshot } from '../src/deploy/aws/ebs-upload.js';
+
+process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] = 'true';
+const image = process.argv[2];
+if (!image) {
+  console.error('usage: aws-upload IMAGE');
+  process.exit(2);
+}
+const server = spawn(process.execPath, [join(import.meta.dirname, '../test/fixtures/aws/serve-fake-aws.js')], { stdio: ['ignore', 'pipe', 'inherit'] });
+const url = await new Promise<string>((resolve) => server.stdout.once('data', (c: Buffer) => resolve(c.toString().trim())));
+try {
+  const { extents } = await dataExtents(image);
+  const allocated = extents.reduce((sum, e) => sum + e.length, 0);
+  const ebs = new EBSClient({ region: 'eu-central-1', endpoint: url, credentials: { accessKeyId: 'bench', secretAccessKey: 'bench' }, maxAttempts: 1 });
+  const started = process.hrtime.bigint();
+  const result = await uploadSnapshot(ebs, {
+    image, clientToken: `bench-${Date.now()}`, tags: [{ Key: 'Name', Value: 'pim-bench' }], description: 'pim bench', concurrency: 32,
+    signal: new AbortController().signal, log: () => undefined, onStarted: () => undefined,
+  });
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  ebs.destroy();
+  // One sha256sum pass over as many bytes (from the page cache: written, then read once to warm it).
+  const file = join(tmpdir(), `pim-bench-sha-${process.pid}`);
+  execFileSync('dd', ['if=/dev/zero', `of=${file}`, 'bs=1M', `count=${Math.ceil(allocated / 1048576)}`], { stdio: 'ignore' });
+  execFileSync('sha256sum', [file]);
+  const t0 = process.hrtime.bigint();
+  execFileSync('sha256sum', [file]);
+  const shaSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  rmSync(file, { force: true });
+  const mib = (b: number) => `${(b / 1048576).toFixed(1)} MiB`;
+  console.log(`image            ${image}`);
+  console.log(`allocated data   ${mib(allocated)} in ${extents.length} extents`);
+  console.log(`data read        ${mib(result.bytesRead)} (${(result.bytesRead / allocated).toFixed(3)}x the allocated bytes)`);
+  console.log(`blocks sent      ${result.blocksSent} of 524288 bytes (${mib(result.blocksSent * 524288)})`);
+  console.log(`blocks skipped   ${result.blocksSkipped} (all zero)`);
+  console.log(`upload           ${seconds.toFixed(2)} s (${mib(result.bytesRead / seconds)}/s), ${result.retries} retries`);
+  console.log(`sha256sum pass   ${shaSeconds.toFixed(2)} s over ${mib(Math.ceil(allocated / 1048576) * 1048576)}`);
+  console.log(`ratio            ${(seconds / shaSeconds).toFixed(2)}x one sha256sum pass`);
+} finally {
+  server.kill('SIGTERM');
+}
