@@ -90,7 +90,7 @@ if [ -e /var/lib/man-db/.pim-auto-update-off ]; then
 fi
 
 # --- No proxy setting from the build (the installer's mirror/http/proxy, PIM's package cache).
-rm -f /etc/apt/apt.conf.d/01proxy
+rm -f /etc/apt/apt.conf.d/01proxy /etc/apt/apt.conf.d/01pim-build-proxy
 if [ -f /etc/apt/apt.conf ]; then sed -i -E '/Acquire::(http|https|ftp)::Proxy/d' /etc/apt/apt.conf; fi
 
 # --- The build's journal and logs, emptied after their last write: for the rest of this boot

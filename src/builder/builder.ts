@@ -13,6 +13,8 @@ export interface BuildJob {
   outputPath: string;
   keepFailed: boolean;
   verbose: boolean;
+  /** --force: rebuild from scratch, reusing no cached layer. */
+  force: boolean;
   log: BuildLog;
   /** A line for the user (also logged). */
   say(line: string): void;

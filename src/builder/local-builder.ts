@@ -7,6 +7,12 @@ import type { Builder, BuildJob, BuiltImage } from './builder.js';
 import { LOCAL_STEPS, type LocalBuildState } from './local-steps.js';
 import { selectedAccelerator } from './accelerator.js';
 import { runSteps } from './steps.js';
+import { LayerCache, layerChain, parseSize } from './layers.js';
+
+/** The layer cache of this machine: under the cache dir, capped by build.layer_cache_size. */
+export function layerCache(project: Project): LayerCache {
+  return new LayerCache(join(project.paths.cacheDir, 'layers'), parseSize(project.pimConfig().build.layer_cache_size));
+}
 
 /** Builds on this machine: QEMU, the preseed server on loopback, SSH to the VM (local-steps.ts). */
 export class LocalBuilder implements Builder {
@@ -20,6 +26,8 @@ export class LocalBuilder implements Builder {
     if (accel === 'tcg') job.say(`warning: ${TCG_WARNING}`);
     const firmware = plan.arch === 'arm64' ? requireAarch64Firmware() : undefined;
     job.log.line(`local build of ${plan.profileName}/${plan.arch}: accelerator ${accel}`);
+    const chain = layerChain(plan);
+    const cache = layerCache(this.project);
     const state: LocalBuildState = {
       job,
       plan,
@@ -29,6 +37,7 @@ export class LocalBuilder implements Builder {
       firmware,
       diskPath: join(job.workDir, 'disk.qcow2'),
       warnings: [],
+      layers: { cache, chain, reused: job.force ? 0 : cache.cachedPrefix(chain), done: [] },
     };
     const timings = await runSteps(LOCAL_STEPS, state, { signal: job.signal, log: job.log, say: job.say, verbose: job.verbose }, job.reporter);
     const output = state.output!;

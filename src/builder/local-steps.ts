@@ -1,7 +1,7 @@
 import { mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Project } from '../config/project.js';
-import { WorkError } from '../errors.js';
+import { WorkError, errorMessage } from '../errors.js';
 import { hashFile } from '../iso/checksum.js';
 import { extractInstallerBootFiles } from '../iso/media.js';
 import type { Profiles } from '../profile/profiles.js';
@@ -10,9 +10,14 @@ import { DiskImages } from '../qemu/disk.js';
 import type { Aarch64Firmware } from '../qemu/firmware.js';
 import { Vm, type VmSpecInput } from '../qemu/vm.js';
 import { PreseedServer } from '../server/preseed-server.js';
+import { PackageCache } from '../server/package-cache.js';
+import { parseSize } from './layers.js';
 import { waitForSsh, type SshConnection } from '../ssh/connection.js';
-import { createBuildKeyPair, type BuildKeyPair } from '../ssh/keys.js';
+import { createBuildKeyPair, loadBuildKeyPair, type BuildKeyPair } from '../ssh/keys.js';
+import { GuestAgent } from '../qemu/guest-agent.js';
+import type { Layer, LayerCache } from './layers.js';
 import { shq } from '../shell.js';
+import { runChecked } from '../process.js';
 import { followFile } from './build-log.js';
 import type { BuildJob } from './builder.js';
 import type { BuildPlan, TemplateSource } from './plan.js';
@@ -33,6 +38,25 @@ export interface LocalBuildState {
   patchedAt?: string;
   warnings: string[];
   output?: { sha256: string; virtualSize: number; fileSize: number };
+  layers: LayerState;
+  packageCache?: PackageCache;
+}
+
+/** The build's layers: which of the chain came from the cache, and which it made itself. */
+export interface LayerState {
+  cache: LayerCache;
+  chain: Layer[];
+  /** How many layers of the chain, from its start, were reused from the cache. */
+  reused: number;
+  /** Layers this build finished (their files in the work dir), committed to the cache at the end. */
+  done: { index: number; file: string }[];
+  /** Releases the in-use marks of the reused layers. */
+  release?: () => void;
+}
+
+/** A new overlay in the work dir on top of `backing`: the disk the next VM writes to. */
+async function overlayOn(ctx: StepContext, backing: string, path: string): Promise<void> {
+  await runChecked('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', backing, '-F', 'qcow2', path], { log: (l) => ctx.log.line(l) });
 }
 
 const disks = (ctx: StepContext) => new DiskImages('qemu-img', (line) => ctx.log.line(line));
@@ -99,10 +123,34 @@ export const diskStep: Step<LocalBuildState> = {
   name: 'disk',
   async run(state, ctx) {
     mkdirSync(state.job.workDir, { recursive: true, mode: 0o700 });
+    const { layers } = state;
+    if (layers.reused > 0) {
+      // The longest cached prefix of the chain: the build goes on from its last layer.
+      const reused = layers.chain.slice(0, layers.reused);
+      layers.release = layers.cache.use(reused.map((l) => l.key));
+      await overlayOn(ctx, layers.cache.path(reused.at(-1)!.key), state.diskPath);
+      ctx.say(`reusing ${reused.length} of ${layers.chain.length} cached layers: ${reused.map((l) => l.name).join(', ')}`);
+      return;
+    }
     await disks(ctx).create(state.diskPath, state.plan.settings.diskSize);
-    ctx.say(`disk ${state.diskPath} (${state.plan.settings.diskSize})`);
+    ctx.say(`disk ${state.diskPath} (${state.plan.settings.diskSize})${state.job.force ? '; --force: no cached layer is reused' : ''}`);
   },
-  cleanup(state, ctx, outcome) {
+  async cleanup(state, ctx, outcome) {
+    // Layers the build finished are good whatever happened after them (the VM is stopped by
+    // now): into the cache they go, so that the next build starts from the last one.
+    const { layers } = state;
+    for (const { index, file } of layers.done) {
+      const layer = layers.chain[index]!;
+      try {
+        await layers.cache.commit(layer.key, file, index > 0 ? layers.chain[index - 1]!.key : undefined, index === 0 ? state.keys?.privateKeyPath : undefined);
+        ctx.log.line(`cached layer ${layer.name} as ${layer.key.slice(0, 12)}`);
+      } catch (err) {
+        ctx.log.line(`could not cache layer ${layer.name}: ${errorMessage(err)}`);
+        break;
+      }
+    }
+    layers.release?.();
+    await layers.cache.evict((l) => ctx.log.line(l)).catch((err: unknown) => ctx.log.line(`layer cache eviction failed: ${errorMessage(err)}`));
     if (outcome !== 'success' && state.job.keepFailed) {
       ctx.say(`kept the work dir for debugging: ${state.job.workDir}`);
       return;
@@ -114,7 +162,12 @@ export const diskStep: Step<LocalBuildState> = {
 export const keysStep: Step<LocalBuildState> = {
   name: 'keys',
   async run(state) {
-    state.keys = createBuildKeyPair(join(state.job.workDir, 'keys'), `pim-build-${state.job.buildId}`);
+    const { layers } = state;
+    // A reused install layer knows only the key of the build that made it.
+    state.keys =
+      layers.reused > 0
+        ? loadBuildKeyPair(layers.cache.keyPath(layers.chain[0]!.key), join(state.job.workDir, 'keys'))
+        : createBuildKeyPair(join(state.job.workDir, 'keys'), `pim-build-${state.job.buildId}`);
   },
   cleanup(state) {
     state.keys?.remove();
@@ -127,10 +180,12 @@ export const serveStep: Step<LocalBuildState> = {
     const { plan } = state;
     // Bound to loopback only: the VM reaches it as 10.0.2.2 through user-mode networking. It
     // serves the profile and template bytes the plan hashed, whatever the files say now.
+    state.packageCache = plan.settings.packageCache ? packageCacheOf(state.project, (line) => ctx.log.line(`pkg| ${line}`), plan.profile.http_proxy ?? undefined) : undefined;
     state.server = new PreseedServer({
       profiles: state.profiles,
       profileName: plan.profileName,
       snapshot: { profile: plan.profile, preseed: plan.templates.preseed, install: plan.templates.install },
+      packageCache: state.packageCache,
       bind: '127.0.0.1',
       urlHost: '10.0.2.2',
       publicKey: state.keys!.publicKey,
@@ -140,14 +195,40 @@ export const serveStep: Step<LocalBuildState> = {
     await state.server.start();
     ctx.say(`preseed server on 127.0.0.1:${state.server.port} (the VM uses ${state.server.preseedUrl})`);
   },
-  async cleanup(state) {
+  async cleanup(state, ctx) {
     await state.server?.stop();
+    const cache = state.packageCache;
+    if (cache) {
+      const { hits, hitBytes, misses, missBytes } = cache.stats;
+      ctx.say(`package cache: ${hits} served from the cache (${mib(hitBytes)}), ${misses} fetched from the mirror (${mib(missBytes)})`);
+      cache.evict();
+    }
   },
 };
+
+const mib = (bytes: number) => `${(bytes / 1048576).toFixed(1)} MiB`;
 
 export const installStep: Step<LocalBuildState> = {
   name: 'install',
   async run(state, ctx) {
+    if (state.layers.reused > 0) {
+      ctx.say('the install layer is cached: nothing to install');
+      return;
+    }
+    await install(state, ctx);
+    // The disk the installer powered off is the install layer; the next VM writes to an overlay.
+    const layerFile = join(state.job.workDir, 'layer-0.qcow2');
+    renameSync(state.diskPath, layerFile);
+    state.layers.done.push({ index: 0, file: layerFile });
+    await overlayOn(ctx, layerFile, state.diskPath);
+  },
+  async cleanup(state) {
+    await stopVm(state);
+  },
+};
+
+async function install(state: LocalBuildState, ctx: StepContext): Promise<void> {
+  {
     const { plan, job } = state;
     const { settings } = plan;
     const server = state.server!;
@@ -194,18 +275,15 @@ export const installStep: Step<LocalBuildState> = {
     if (server.expectsInstallReport() && !server.installReported) {
       throw new WorkError(`the installer stopped without reporting success (preseed/late_command did not finish); last console lines:\n${Vm.tail(spec.serialLog, 15)}`);
     }
-  },
-  async cleanup(state) {
-    await stopVm(state);
-  },
-};
+  }
+}
 
 export const bootStep: Step<LocalBuildState> = {
   name: 'boot',
   async run(state, ctx) {
     const { settings } = state.plan;
     const spec = baseSpec(state, 'boot');
-    const vm = await Vm.start({ spec, forwardSsh: true, log: (l) => ctx.log.line(l), onStderr: (l) => ctx.log.line(`qemu| ${l}`) });
+    const vm = await Vm.start({ spec, forwardSsh: true, guestAgent: true, log: (l) => ctx.log.line(l), onStderr: (l) => ctx.log.line(`qemu| ${l}`) });
     state.vm = vm;
     const stop = followConsole(spec.serialLog, ctx);
     vm.exited.then(stop, stop);
@@ -273,9 +351,31 @@ export const provisionStep: Step<LocalBuildState> = {
       PIM_ARCH: plan.arch,
       PIM_UPGRADE: plan.settings.upgrade ? '1' : '0',
     };
-    await runGuestScript(state, ctx, 'pim-prepare', plan.guest.prepare, env);
-    if (plan.settings.upgrade) state.patchedAt = new Date().toISOString();
-    for (const script of plan.scripts) await runGuestScript(state, ctx, script.name, script, env);
+    const { layers } = state;
+    if (state.packageCache) {
+      // apt in the VM goes through this build's package cache (a reused layer may name an
+      // earlier build's port; pim-seal removes the setting from the image).
+      const proxy = `Acquire::http::Proxy "${state.server!.proxyUrl}";`;
+      const set = `sed -i '/Acquire::http::Proxy/d' /etc/apt/apt.conf 2>/dev/null; rm -f /etc/apt/apt.conf.d/01proxy; printf '%s\\n' ${shq(proxy)} > /etc/apt/apt.conf.d/01pim-build-proxy`;
+      const result = await state.ssh!.execAsRoot(set);
+      if (result.code !== 0) throw new WorkError(`could not point apt at the package cache (exit ${result.code})`);
+    }
+    // Layer by layer: what a reused layer holds is on the disk already.
+    for (let index = 1; index < layers.chain.length; index++) {
+      const layer = layers.chain[index]!;
+      if (index < layers.reused) continue;
+      for (const scriptIndex of layer.scripts) {
+        if (scriptIndex === -1) {
+          await runGuestScript(state, ctx, 'pim-prepare', plan.guest.prepare, env);
+          if (plan.settings.upgrade) state.patchedAt = new Date().toISOString();
+        } else {
+          await runGuestScript(state, ctx, plan.scripts[scriptIndex]!.name, plan.scripts[scriptIndex]!, env);
+        }
+      }
+      await takeLayer(state, ctx, index);
+    }
+    if (layers.reused > 1 && plan.settings.upgrade) state.patchedAt = layers.cache.createdAt(layers.chain[1]!.key);
+    for (const script of plan.scripts) if (script.name === 'finalize') await runGuestScript(state, ctx, script.name, script, env);
     await runGuestScript(state, ctx, 'pim-seal', plan.guest.seal, env);
     if (plan.settings.buildUser === 'keep') {
       const warning = `build.build_user is 'keep': the build user '${plan.settings.sshUser}' keeps its password and its sudo rule in the image`;
@@ -284,6 +384,40 @@ export const provisionStep: Step<LocalBuildState> = {
     }
   },
 };
+
+/**
+ * Ends layer `index` at this point of the build: the guest's file systems are frozen through the
+ * QEMU guest agent (which `base` installs) -- or, without an agent, synced -- while QEMU switches
+ * the disk to a new overlay; the file written so far is the layer and is not touched again.
+ */
+async function takeLayer(state: LocalBuildState, ctx: StepContext, index: number): Promise<void> {
+  const vm = state.vm!;
+  const layer = state.layers.chain[index]!;
+  const started = Date.now();
+  const next = join(state.job.workDir, `disk-${index}.qcow2`);
+  const agent = vm.guestAgentSocket ? await GuestAgent.connect(vm.guestAgentSocket, 3_000) : undefined;
+  let method: string;
+  if (agent) {
+    try {
+      const frozen = await agent.freeze();
+      try {
+        await vm.snapshotDisk(next);
+      } finally {
+        await agent.thaw();
+      }
+      method = `${frozen} file system(s) frozen by the guest agent`;
+    } finally {
+      agent.close();
+    }
+  } else {
+    await state.ssh!.execAsRoot('sync');
+    await vm.snapshotDisk(next);
+    method = 'no guest agent: synced';
+  }
+  state.layers.done.push({ index, file: state.diskPath });
+  state.diskPath = next;
+  ctx.say(`layer ${layer.name} taken in ${((Date.now() - started) / 1000).toFixed(1)} s (${method})`);
+}
 
 export const shutdownStep: Step<LocalBuildState> = {
   name: 'shutdown',
@@ -313,3 +447,8 @@ export const compactStep: Step<LocalBuildState> = {
 };
 
 export const LOCAL_STEPS = [diskStep, keysStep, serveStep, installStep, bootStep, provisionStep, shutdownStep, compactStep];
+
+/** The package cache of this machine, under the cache dir (build.package_cache_size). */
+export function packageCacheOf(project: Project, log?: (line: string) => void, upstreamProxy?: string): PackageCache {
+  return new PackageCache(join(project.paths.cacheDir, 'packages'), parseSize(project.pimConfig().build.package_cache_size), upstreamProxy || undefined, log);
+}

@@ -97,7 +97,7 @@ export async function buildImage(project: Project, options: BuildOptions, io: Bu
   try {
     return await withGracefulInterrupts(async (signal) => {
       const job: BuildJob = {
-        plan, buildId, workDir: base, outputPath, keepFailed: options.keepFailed ?? false, verbose: options.verbose ?? false,
+        plan, buildId, workDir: base, outputPath, keepFailed: options.keepFailed ?? false, verbose: options.verbose ?? false, force: options.force ?? false,
         log, say, reporter: io.reporter, progress: io.progress, signal,
       };
       const built = await builder.build(job);
@@ -117,6 +117,16 @@ export async function buildImage(project: Project, options: BuildOptions, io: Bu
       for (const path of registered.keptModified) say(`kept the superseded image ${path}: it was modified since it was built (remove it yourself when done with it)`);
       const logPath = `${registered.record.path}.log`;
       renameSync(log.path, logPath);
+      if (project.pimConfig().build.verify) {
+        io.reporter.start('verify');
+        const { verifyImage } = await import('./verify.js');
+        const t1 = Date.now();
+        const verdict = await verifyImage(project, { profileName: plan.profileName, arch: plan.arch }, io.say);
+        io.reporter.end('verify', (Date.now() - t1) / 1000, verdict.ok);
+        if (!verdict.ok) {
+          throw new WorkError(`the image was built and registered, but its verification failed: ${verdict.checks.filter((c) => !c.ok).map((c) => c.name).join(', ')}${verdict.consoleTail ? `\nlast console lines:\n${verdict.consoleTail}` : ''}`);
+        }
+      }
       return {
         cached: false as const,
         record: registered.record,

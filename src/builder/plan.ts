@@ -34,6 +34,8 @@ export interface BuildSettings {
   upgrade: boolean;
   buildUser: BuildUserPolicy;
   keep: number;
+  /** Whether the build server caches Debian packages for the VM (not in the cache key: it changes nothing in the image). */
+  packageCache: boolean;
 }
 
 /** A file's path and the exact bytes the plan hashed: the build uses these, never the file again. */
@@ -98,6 +100,7 @@ function buildSettings(project: Project, profile: Profile, profileName: string):
     upgrade: build.upgrade,
     buildUser: build.build_user,
     keep: build.keep,
+    packageCache: build.package_cache,
   };
 }
 

@@ -172,8 +172,19 @@ export function show(opts: GlobalOptions & { arch?: string; json?: boolean }, pr
   }
 }
 
-export async function clean(opts: GlobalOptions & { profile?: string; arch?: string; all?: boolean }): Promise<void> {
-  const report = await cleanImages(projectFrom(opts), { profile: opts.profile, arch: opts.arch ? normalizeArch(opts.arch) : undefined, all: opts.all });
+export async function clean(opts: GlobalOptions & { profile?: string; arch?: string; all?: boolean; layers?: boolean; packages?: boolean }): Promise<void> {
+  const project = projectFrom(opts);
+  if (opts.layers || opts.packages) {
+    const { layerCache } = await import('../builder/local-builder.js');
+    const { packageCacheOf } = await import('../builder/local-steps.js');
+    if (opts.layers) {
+      const r = layerCache(project).clean();
+      println(`removed ${r.removed} layer(s) (${formatBytes(r.bytes)})${r.inUse ? `; kept ${r.inUse} in use by a running build` : ''}`);
+    }
+    if (opts.packages) println(`emptied the package cache (${formatBytes(packageCacheOf(project).clean())})`);
+    if (!opts.all && opts.profile === undefined && opts.arch === undefined) return;
+  }
+  const report = await cleanImages(project, { profile: opts.profile, arch: opts.arch ? normalizeArch(opts.arch) : undefined, all: opts.all });
   for (const r of report.removed) println(`removed ${r.profile}/${r.arch}${r.existed ? `: ${r.path}` : ' (orphaned entry: its file was gone)'}`);
   for (const r of report.modified) println(`kept ${r.profile}/${r.arch}: ${r.path} was modified since it was built (its size changed); 'pim build clean --profile ${r.profile}' removes it`);
   for (const path of report.unregistered) println(`removed ${path} (an image file no record refers to)`);
@@ -204,4 +215,15 @@ export async function status(opts: GlobalOptions & { json?: boolean; localOnly?:
   }
   println(`registry: ${result.registry}`);
   println(`images:   ${result.images_dir}`);
+}
+
+export async function verify(opts: GlobalOptions & { arch?: string; json?: boolean }, profileName: string): Promise<void> {
+  const { verifyImage } = await import('../builder/verify.js');
+  const result = await verifyImage(projectFrom(opts), { profileName, arch: opts.arch }, (line) => process.stderr.write(`    ${line}\n`));
+  if (opts.json) printJson({ ok: result.ok, seconds: result.seconds, image: result.record.path, checks: result.checks });
+  else println(`${result.ok ? 'verified' : 'FAILED'}: ${profileName}/${result.record.arch} (${result.record.path}) in ${result.seconds} s: ${result.checks.filter((c) => c.ok).length} of ${result.checks.length} checks passed`);
+  if (!result.ok) {
+    const failed = result.checks.filter((c) => !c.ok).map((c) => `${c.name} (${c.detail})`).join('; ');
+    throw new WorkError(`verification of ${profileName}/${result.record.arch} failed: ${failed}${result.consoleTail ? `\nlast console lines:\n${result.consoleTail}` : ''}`);
+  }
 }

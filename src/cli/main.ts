@@ -73,7 +73,11 @@ export function buildProgram(): Command {
     .action(lazy(() => import('./build.js').then((m) => ({ default: m.show }))));
   build.command('clean').description('remove images and their registry entries (always: entries whose file is gone)')
     .option('--profile <name>', 'only this profile').option('-a, --arch <arch>', 'only this arch').option('--all', 'every image, and leftover work dirs')
+    .option('--layers', 'empty the layer cache (layers no running build uses)').option('--packages', 'empty the package cache')
     .action(lazy(() => import('./build.js').then((m) => ({ default: m.clean }))));
+  build.command('verify <profile>').description("boot a throw-away clone of PROFILE's image with a NoCloud seed and check what a finished image promises, plus verify.d/PROFILE.sh")
+    .option('-a, --arch <arch>', "the image's architecture (default: this host's)").option('--json', 'print JSON')
+    .action(lazy(() => import('./build.js').then((m) => ({ default: m.verify }))));
   build.command('status').description('host arch, accelerators, the builder of each arch, and whether each remote answers').option('--json', 'print JSON')
     .addOption(new Option('--local-only', 'do not contact the remotes').hideHelp())
     .action(lazy(() => import('./build.js').then((m) => ({ default: m.status }))));

@@ -114,6 +114,13 @@ const buildSectionSchema = z
     upgrade: z.boolean().default(true),
     /** What becomes of the user the build logs in as: password locked and sudo rule removed, the account removed, or kept. */
     build_user: z.enum(['lock', 'remove', 'keep']).default('lock'),
+    /** Run `pim build verify` as the last step of every build. */
+    verify: z.boolean().default(false),
+    /** The build server is also a caching proxy for the Debian mirror, shared by every build. */
+    package_cache: z.boolean().default(true),
+    package_cache_size: diskSize.default('10G'),
+    /** The size cap of the layer cache (least recently used layers go first). */
+    layer_cache_size: diskSize.default('20G'),
     /** How many superseded images of a profile and arch to keep on disk. */
     keep: z.coerce.number().int().min(0).default(0),
     ssh: z

@@ -4,12 +4,13 @@ import { checkSafeName } from '../config/merge.js';
 import { profileSchema, type Profile } from '../config/schema.js';
 import { ConfigError } from '../errors.js';
 
-export type TemplateKind = 'preseed' | 'install' | 'script';
+export type TemplateKind = 'preseed' | 'install' | 'script' | 'verify';
 
 const TEMPLATE_LOCATIONS: Record<TemplateKind, { dir: string; ext: string }> = {
   preseed: { dir: 'preseeds.d', ext: '.cfg.ejs' },
   install: { dir: 'installs.d', ext: '.sh' },
   script: { dir: 'scripts.d', ext: '.sh' },
+  verify: { dir: 'verify.d', ext: '.sh' },
 };
 
 /** The profiles of a project (profiles.d/*.yml across layers) and their templates. */

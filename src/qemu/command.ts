@@ -25,6 +25,8 @@ export interface VmSpec {
   /** Also make the serial console interactive on this unix socket (typing at a boot prompt). */
   serialSocket?: string;
   qmpSocket: string;
+  /** A virtio-serial port for the QEMU guest agent, exposed on this unix socket. */
+  guestAgentSocket?: string;
   noReboot?: boolean;
   /** arm64 only: UEFI firmware and this VM's writable copy of the vars store. */
   firmware?: Aarch64Firmware;
@@ -65,7 +67,8 @@ export function qemuCommand(spec: VmSpec): QemuCommand {
   }
 
   if (spec.disk) {
-    args.push('-drive', `file=${opt(spec.disk.path)},format=${spec.disk.format},if=virtio,discard=unmap,detect-zeroes=unmap,cache=${spec.disk.cache ?? 'writeback'}`);
+    // id=disk0: what QMP names when it takes a layer of the disk (blockdev-snapshot-sync).
+    args.push('-drive', `id=disk0,file=${opt(spec.disk.path)},format=${spec.disk.format},if=virtio,discard=unmap,detect-zeroes=unmap,cache=${spec.disk.cache ?? 'writeback'}`);
   }
   if (spec.cdrom) {
     if (spec.arch === 'arm64') {
@@ -103,6 +106,11 @@ export function qemuCommand(spec: VmSpec): QemuCommand {
   }
   args.push('-serial', 'chardev:serial0');
   args.push('-qmp', `unix:${opt(spec.qmpSocket)},server=on,wait=off`);
+  if (spec.guestAgentSocket) {
+    args.push('-device', 'virtio-serial-pci,id=vser0');
+    args.push('-chardev', `socket,id=qga0,path=${opt(spec.guestAgentSocket)},server=on,wait=off`);
+    args.push('-device', 'virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0');
+  }
   if (spec.noReboot) args.push('-no-reboot');
   return { binary: qemuBinary(spec.arch), args };
 }

@@ -9,12 +9,14 @@ import { qemuCommand, type QemuCommand, type VmSpec } from './command.js';
 import { leasePort, type PortLease } from './ports.js';
 import { QmpClient } from './qmp.js';
 
-export type VmSpecInput = Omit<VmSpec, 'sshPort' | 'qmpSocket'>;
+export type VmSpecInput = Omit<VmSpec, 'sshPort' | 'qmpSocket' | 'guestAgentSocket'>;
 
 export interface VmStartOptions {
   spec: VmSpecInput;
   /** Forward a free 127.0.0.1 port to the guest's port 22. */
   forwardSsh?: boolean;
+  /** Give the guest a virtio-serial port for the QEMU guest agent (see `guestAgentSocket`). */
+  guestAgent?: boolean;
   log?: LogFn;
   /** Lines of QEMU's own stderr. */
   onStderr?: (line: string) => void;
@@ -68,6 +70,20 @@ export class Vm {
     return this.spec.serialLog;
   }
 
+  /** The unix socket of the guest agent's port, when the VM has one. */
+  get guestAgentSocket(): string | undefined {
+    return this.command.args.includes('virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0') ? join(this.runDir, 'qga.sock') : undefined;
+  }
+
+  /**
+   * Takes a layer of the disk while the VM runs: QEMU writes from now on to a new overlay at
+   * `overlay` (created here, backed by the file written so far), which stays untouched from
+   * then on. The caller makes the guest's file systems consistent first (a freeze, or a sync).
+   */
+  async snapshotDisk(overlay: string): Promise<void> {
+    await this.qmp.execute('blockdev-snapshot-sync', { device: 'disk0', 'snapshot-file': overlay, format: 'qcow2', mode: 'absolute-paths' }, 60_000);
+  }
+
   get hasExited(): boolean {
     return this.exitInfo !== undefined;
   }
@@ -84,7 +100,8 @@ export class Vm {
       const runDir = mkdtempSync(join(tmpdir(), 'pim-vm-'));
       liveRunDirs.add(runDir);
       const qmpSocket = join(runDir, 'qmp.sock');
-      const command = qemuCommand({ ...spec, sshPort: lease?.port, qmpSocket });
+      const guestAgentSocket = options.guestAgent ? join(runDir, 'qga.sock') : undefined;
+      const command = qemuCommand({ ...spec, sshPort: lease?.port, qmpSocket, guestAgentSocket });
       const child = spawnManaged(command.binary, command.args, { stdio: ['ignore', 'ignore', 'pipe'], log: options.log });
       let stderr = '';
       child.stderr?.setEncoding('utf8');

@@ -6,6 +6,7 @@ import type { Profiles } from '../profile/profiles.js';
 import { renderString, renderTemplate } from '../profile/render.js';
 import { errorMessage, WorkError } from '../errors.js';
 import { shq } from '../shell.js';
+import type { PackageCache } from './package-cache.js';
 
 /** A template's path (for messages) and the exact bytes to render. */
 export interface TemplateSnapshot {
@@ -32,6 +33,11 @@ export interface PreseedServerOptions {
   publicKey?: string;
   /** The arch being installed (a template value; builds set it). */
   arch?: string;
+  /**
+   * Builds: also be the caching HTTP proxy for the Debian mirror. The preseed's `http_proxy`
+   * then points at this server (the profile's own proxy becomes the cache's upstream).
+   */
+  packageCache?: PackageCache;
   log?: (line: string) => void;
 }
 
@@ -70,6 +76,10 @@ export class PreseedServer {
   get installedUrl(): string {
     return `${this.baseUrl}/installed`;
   }
+  /** The package cache as the VM's HTTP proxy. */
+  get proxyUrl(): string {
+    return `${this.baseUrl}/`;
+  }
 
   /** Whether the rendered preseed calls back /installed, so that a build can require it. */
   expectsInstallReport(): boolean {
@@ -82,6 +92,7 @@ export class PreseedServer {
     const profile = snapshot?.profile ?? profiles.get(profileName);
     return {
       ...profile,
+      ...(this.options.packageCache ? { http_proxy: this.proxyUrl } : {}),
       packages: Array.isArray(profile.packages) ? profile.packages.join(' ') : profile.packages,
       profile_name: profileName,
       preseed_url: this.preseedUrl,
@@ -114,6 +125,8 @@ export class PreseedServer {
     this.renderPreseed();
     this.renderInstall();
     const server = createServer((req, res) => this.handle(req, res));
+    const cache = this.options.packageCache;
+    if (cache) server.on('connect', (req, socket, head) => cache.tunnel(req, socket, head));
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err) =>
         reject(new WorkError(`preseed server: cannot listen on ${this.options.bind}:${this.options.port ?? 0}: ${errorMessage(err)}`)),
@@ -133,6 +146,10 @@ export class PreseedServer {
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
+    if (this.options.packageCache && /^http:\/\//i.test(req.url ?? '')) {
+      this.options.packageCache.handle(req, res);
+      return;
+    }
     const path = (req.url ?? '/').split('?')[0];
     let status = 200;
     let body: string;

@@ -1,4 +1,4 @@
-import { mkdirSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import ssh2 from 'ssh2';
 
@@ -28,6 +28,31 @@ export function createBuildKeyPair(dir: string, comment: string): BuildKeyPair {
     privateKey: pair.private,
     publicKey: pair.public.trim(),
     comment,
+    remove() {
+      rmSync(privateKeyPath, { force: true });
+      rmSync(publicKeyPath, { force: true });
+    },
+  };
+}
+
+/** A key pair kept from an earlier build (a cached install layer's): the private key copied into `dir`. */
+export function loadBuildKeyPair(privateKeyFile: string, dir: string): BuildKeyPair {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const privateKey = readFileSync(privateKeyFile, 'utf8');
+  const parsed = ssh2.utils.parseKey(privateKey);
+  if (parsed instanceof Error) throw parsed;
+  const key = Array.isArray(parsed) ? parsed[0]! : parsed;
+  const publicKey = `${key.type} ${key.getPublicSSH().toString('base64')} ${key.comment}`;
+  const privateKeyPath = join(dir, 'id_ed25519');
+  const publicKeyPath = `${privateKeyPath}.pub`;
+  writeFileSync(privateKeyPath, privateKey, { mode: 0o600 });
+  writeFileSync(publicKeyPath, `${publicKey}\n`, { mode: 0o600 });
+  return {
+    privateKeyPath,
+    publicKeyPath,
+    privateKey,
+    publicKey,
+    comment: key.comment,
     remove() {
       rmSync(privateKeyPath, { force: true });
       rmSync(publicKeyPath, { force: true });

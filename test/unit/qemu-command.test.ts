@@ -26,7 +26,7 @@ const tail = [
   '-no-reboot',
 ];
 const kernel = ['-kernel', '/work/vmlinuz', '-initrd', '/work/initrd.gz', '-append', base.kernel.append];
-const disk = ['-drive', 'file=/work/disk.qcow2,format=qcow2,if=virtio,discard=unmap,detect-zeroes=unmap,cache=writeback'];
+const disk = ['-drive', 'id=disk0,file=/work/disk.qcow2,format=qcow2,if=virtio,discard=unmap,detect-zeroes=unmap,cache=writeback'];
 
 for (const [accel, accelArg, cpu] of [['tcg', 'tcg,thread=multi', 'max'], ['kvm', 'kvm', 'host'], ['hvf', 'hvf', 'host']] as const) {
   test(`x86_64 command line under ${accel}, argument by argument`, () => {
@@ -75,7 +75,7 @@ test('disk boot without kernel, ISO or SSH; boot order; commas in paths are esca
     serialLog: '/s.log', qmpSocket: '/q.sock',
   });
   assert.deepEqual(cmd.args.slice(cmd.args.indexOf('-drive'), cmd.args.indexOf('-drive') + 2), [
-    '-drive', 'file=/a,,b/disk.qcow2,format=qcow2,if=virtio,discard=unmap,detect-zeroes=unmap,cache=writeback',
+    '-drive', 'id=disk0,file=/a,,b/disk.qcow2,format=qcow2,if=virtio,discard=unmap,detect-zeroes=unmap,cache=writeback',
   ]);
   assert.deepEqual(cmd.args.slice(cmd.args.indexOf('-boot'), cmd.args.indexOf('-boot') + 2), ['-boot', 'order=c,once=d']);
   assert.ok(cmd.args.includes('user,id=net0'));
@@ -116,4 +116,13 @@ test('an interactive serial console is a unix socket that still logs to the file
   const cmd = qemuCommand({ name: 'i', arch: 'x86_64', accel: 'tcg', memoryMb: 1, cpus: 1, serialLog: '/s.log', serialSocket: '/t/serial.sock', qmpSocket: '/q' });
   const at = cmd.args.indexOf('-chardev');
   assert.deepEqual(cmd.args.slice(at, at + 4), ['-chardev', 'socket,id=serial0,path=/t/serial.sock,server=on,wait=off,logfile=/s.log', '-serial', 'chardev:serial0']);
+});
+
+test('a build disk may ignore guest flushes (cache=unsafe); a guest agent port when asked', () => {
+  const cmd = qemuCommand({ ...base, arch: 'x86_64', accel: 'tcg', disk: { path: '/w/d.qcow2', format: 'qcow2', cache: 'unsafe' }, guestAgentSocket: '/r/qga.sock' });
+  assert.ok(cmd.args.includes('id=disk0,file=/w/d.qcow2,format=qcow2,if=virtio,discard=unmap,detect-zeroes=unmap,cache=unsafe'));
+  const at = cmd.args.indexOf('virtio-serial-pci,id=vser0');
+  assert.deepEqual(cmd.args.slice(at - 1, at + 5), [
+    '-device', 'virtio-serial-pci,id=vser0', '-chardev', 'socket,id=qga0,path=/r/qga.sock,server=on,wait=off', '-device', 'virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0',
+  ]);
 });

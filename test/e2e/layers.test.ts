@@ -1,0 +1,81 @@
+// Layered rebuilds, the package cache and `pim build verify`, on top of the shared image's build:
+// its layer cache and package cache (the remote test host's, a directory on this machine) are
+// this sandbox's cache, so the rebuilds here start from its layers.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { appendFileSync, cpSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { Registry } from '../../src/registry/registry.js';
+import { pim, sandbox, type Sandbox } from '../helpers/env.js';
+import { rootSkip } from '../helpers/installer.js';
+import { SHARED_PROFILE, sharedImage } from '../helpers/shared-image.js';
+
+let box: Sandbox;
+before(async () => {
+  if (rootSkip) return;
+  const shared = await sharedImage();
+  box = sandbox('pim-layers-');
+  cpSync(shared.box.project, box.project, { recursive: true });
+  rmSync(join(box.project, 'pim.yml')); // build here, not on the remote
+  // The remote PIM's cache dir (XDG_CACHE_HOME there) holds the shared build's layers and packages.
+  box.env['XDG_CACHE_HOME'] = join(shared.remoteCacheDir, 'cache');
+  // The profile's own check: the edit of the last script shows in the image.
+  box.write('verify.d/small.sh', '#!/bin/bash\nset -e\ntest -f /etc/pim-layer-edit\ngrep -q second /etc/pim-layer-edit\n! apt-config dump | grep -qi proxy\n');
+});
+after(() => box?.cleanup());
+
+const image = () => new Registry(join(box.root, 'data', 'pim', 'registry.yml')).getImage(SHARED_PROFILE, 'x86_64')!;
+const ran = (stderr: string) => [...stderr.matchAll(/^ {4}script (\S+)$/gm)].map((m) => m[1]);
+
+test('editing the last script reruns only it and finalize; the flattened image shows the edit and passes pim build verify', { skip: rootSkip, timeout: 40 * 60_000 }, async () => {
+  appendFileSync(join(box.project, 'scripts.d/record.sh'), 'echo second > /etc/pim-layer-edit\n');
+  const r = await pim(box, ['build', 'run', SHARED_PROFILE, '--arch', 'x86_64'], { timeoutMs: 30 * 60_000 });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /reusing 2 of 3 cached layers: install, pim-prepare\+base/);
+  assert.match(r.stderr, /the install layer is cached: nothing to install/);
+  assert.deepEqual(ran(r.stderr), ['record', 'finalize', 'pim-seal']);
+  const info = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', image().path], { encoding: 'utf8' }));
+  assert.equal(info['backing-filename'], undefined, 'flattened: no backing file');
+  assert.equal(info['format-specific'].data['compression-type'], 'zstd');
+  const verify = await pim(box, ['build', 'verify', SHARED_PROFILE, '--arch', 'x86_64', '--json'], { timeoutMs: 20 * 60_000 });
+  assert.equal(verify.status, 0, `${verify.stdout}\n${verify.stderr}`);
+  const checks = JSON.parse(verify.stdout).checks as { name: string; ok: boolean }[];
+  assert.ok(checks.some((c) => c.name.startsWith('profile checks') && c.ok), 'the profile check saw the edit');
+  assert.equal(image()['verify']?.['verdict' as never], 'pass');
+});
+
+test('pim build verify fails, naming the check, on an image where a script re-enabled password login', { skip: rootSkip, timeout: 40 * 60_000 }, async () => {
+  box.write('scripts.d/badssh.sh', '#!/bin/bash\nprintf "PasswordAuthentication yes\\n" > /etc/ssh/sshd_config.d/10-oops.conf\n');
+  box.write('profiles.d/z-bad.yml', `${SHARED_PROFILE}:\n  scripts: [base, record, badssh, finalize]\n`);
+  try {
+    const r = await pim(box, ['build', 'run', SHARED_PROFILE, '--arch', 'x86_64'], { timeoutMs: 30 * 60_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /reusing 3 of 4 cached layers: install, pim-prepare\+base, record/);
+    assert.deepEqual(ran(r.stderr), ['badssh', 'finalize', 'pim-seal']);
+    const verify = await pim(box, ['build', 'verify', SHARED_PROFILE, '--arch', 'x86_64'], { timeoutMs: 20 * 60_000 });
+    assert.equal(verify.status, 1, verify.stderr);
+    assert.match(verify.stderr, /FAIL sshd refuses passwords: passwordauthentication yes/);
+    assert.match(verify.stderr, /verification of small\/x86_64 failed: sshd refuses passwords/);
+  } finally {
+    rmSync(join(box.project, 'profiles.d/z-bad.yml'));
+  }
+});
+
+test('editing base reruns everything after the install; its packages come from the package cache; no proxy is left in the image', { skip: rootSkip, timeout: 60 * 60_000 }, async () => {
+  appendFileSync(join(box.project, 'scripts.d/base.sh'), '\necho "base, edited"\n');
+  const base = readFileSync(join(box.project, 'scripts.d/base.sh'), 'utf8');
+  assert.match(base, /edited/);
+  const r = await pim(box, ['build', 'run', SHARED_PROFILE, '--arch', 'x86_64', '--verbose'], { timeoutMs: 50 * 60_000 });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /reusing 1 of 3 cached layers: install/);
+  assert.deepEqual(ran(r.stderr), ['pim-prepare', 'base', 'record', 'finalize', 'pim-seal']);
+  // base installs cloud-init & co: the shared build fetched them, this one reads them from the cache.
+  const m = /package cache: (\d+) served from the cache \(([\d.]+) MiB\), (\d+) fetched from the mirror/.exec(r.stderr);
+  assert.ok(m, r.stderr);
+  assert.ok(Number(m[1]) >= 20, `served from the cache: ${m[1]}`);
+  const log = readFileSync(`${image().path}.log`, 'utf8');
+  assert.match(log, /pkg\| HIT \/debian\/pool\/main\/c\/cloud-init\/cloud-init_/);
+  const verify = await pim(box, ['build', 'verify', SHARED_PROFILE, '--arch', 'x86_64'], { timeoutMs: 20 * 60_000 });
+  assert.equal(verify.status, 0, verify.stderr);
+});
