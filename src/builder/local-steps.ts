@@ -169,9 +169,8 @@ export const keysStep: Step<LocalBuildState> = {
         ? loadBuildKeyPair(layers.cache.keyPath(layers.chain[0]!.key), join(state.job.workDir, 'keys'))
         : createBuildKeyPair(join(state.job.workDir, 'keys'), `pim-build-${state.job.buildId}`);
   },
-  cleanup(state) {
-    state.keys?.remove();
-  },
+  // No cleanup of its own: the key lives in the work dir, which the disk step removes -- after
+  // it has stored a new install layer's key with the layer.
 };
 
 export const serveStep: Step<LocalBuildState> = {

@@ -13,18 +13,21 @@ import { pim, pimAsync, sandbox } from '../helpers/env.js';
 import { until } from '../helpers/fixtures.js';
 import { rootSkip, testInstallerIso } from '../helpers/installer.js';
 import { useTestInstaller } from '../helpers/build-project.js';
+import { startAuthProxy, type AuthProxy } from '../helpers/auth-proxy.js';
 
 const box = sandbox('pim-fail-');
 const PROXY_SECRET = 's3cret-proxy-pw';
-before(() => {
+let proxy: AuthProxy;
+before(async () => {
   if (rootSkip) return;
   const isoName = useTestInstaller(box, testInstallerIso());
   // No extra packages, no upgrade and a trivial base: these builds are about failing, not about
-  // cloud-init. The proxy (never used: nothing here runs apt against the network) has
-  // credentials that must not show up in any log or error.
+  // cloud-init. The mirror is reached through a proxy that wants a user and a password (PIM's
+  // package cache forwards to it): the password must show up in no log or error.
+  proxy = await startAuthProxy('pimuser', PROXY_SECRET);
   box.write(
     'profiles.d/f.yml',
-    `default:\n  iso: ${isoName}\n  packages: ""\n  http_proxy: http://pimuser:${PROXY_SECRET}@127.0.0.1:9/\n  build: { disk_size: 6G, memory: 1024, cpus: 2, upgrade: false }\n` +
+    `default:\n  iso: ${isoName}\n  packages: ""\n  http_proxy: ${proxy.url('pimuser', PROXY_SECRET)}\n  build: { disk_size: 6G, memory: 1024, cpus: 2, upgrade: false }\n` +
       'slow:\n  scripts: [base, sleeper, finalize]\n' +
       'three:\n  scripts: [base, exit3, finalize]\n' +
       'timeout:\n  scripts: [base, sleeper, finalize]\n  build: { script_timeout: 5 }\n' +
@@ -36,7 +39,10 @@ before(() => {
   box.write('scripts.d/sleeper.sh', '#!/bin/bash\necho "sleeping"\nsleep 600\n');
   box.write('scripts.d/exit3.sh', '#!/bin/bash\necho "about to fail"\nexit 3\n');
 });
-after(() => box.cleanup());
+after(async () => {
+  await proxy?.close();
+  box.cleanup();
+});
 
 const workDir = () => join(box.root, 'data', 'pim', 'images', '.work');
 const registry = () => join(box.root, 'data', 'pim', 'registry.yml');
@@ -60,7 +66,8 @@ function startBuild(profile: string, extra: string[] = [], env?: NodeJS.ProcessE
 
 async function interruptAt(profile: string, marker: RegExp, delayMs: number): Promise<{ code: number | null; stderr: string }> {
   const build = startBuild(profile);
-  await until(() => marker.test(build.out.stderr), 20 * 60_000, `${marker} in the build output`);
+  await until(() => marker.test(build.out.stderr) || build.child.exitCode !== null, 20 * 60_000, `${marker} in the build output`);
+  assert.equal(build.child.exitCode, null, `the build ended before ${marker}:\n${build.out.stderr}`);
   await new Promise((r) => setTimeout(r, delayMs));
   assert.ok(qemuOfThisSandbox().length > 0, 'a VM is running when Ctrl+C arrives');
   build.child.kill('SIGINT');
@@ -92,7 +99,8 @@ test('Ctrl+C in the install step: exit 130, no QEMU, no registry entry, no work 
 
 test('a VM killed during the boot step fails the build within 10 s, with its console tail', { skip: rootSkip, timeout: 30 * 60_000 }, async () => {
   const build = startBuild('bootkill');
-  await until(() => /waiting for SSH on 127\.0\.0\.1/.test(build.out.stderr), 20 * 60_000, 'the boot step');
+  await until(() => /waiting for SSH on 127\.0\.0\.1/.test(build.out.stderr) || build.child.exitCode !== null, 20 * 60_000, 'the boot step');
+  assert.equal(build.child.exitCode, null, `the build ended before the boot step:\n${build.out.stderr}`);
   const vms = execFileSync('pgrep', ['-f', `qemu-system.*pim-.*-boot.*${box.root}`], { encoding: 'utf8' }).trim().split('\n');
   assert.equal(vms.length, 1);
   const killedAt = Date.now();
@@ -125,7 +133,8 @@ test('a script that exits 3 fails the build naming the script and 3; no log hold
   assert.match(r.stderr, /\[exit3\] about to fail/, 'the last lines of the log are shown');
   assertNothingLeft(r.stderr);
   const all = readdirSync(logs()).map((f) => readFileSync(join(logs(), f), 'utf8')).join('\n');
-  assert.match(all, /mirror\/http\/proxy|pimuser:\*{8}@/, 'the proxy setting went through the build (masked)');
+  assert.match(all, /pkg\| (MISS|HIT) /, 'packages went through the package cache');
+  assert.ok(proxy.requests > 0 && proxy.refused === 0, `the cache reached the mirror through the profile's proxy, with its credentials (${proxy.requests} requests, ${proxy.refused} refused)`);
   assert.doesNotMatch(all, new RegExp(PROXY_SECRET), 'the proxy password is in no build log');
 });
 

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# PIM against Packer 1.6.6 (Debian's `packer`, its builtin qemu builder), side by side on the
+# same media, preseed and scripts and the same VM shape, N rounds (default 2), alternating:
+#
+#   bench/vs-packer.sh [N]
+#
+# - Media: the demo project's installer ISO (npm run demo first).
+# - Preseed: rendered by PIM (bench/render-preseed.ts); Packer's copy reboots instead of powering
+#   off (debian-installer/exit/poweroff=false on its boot line) and its late_command fetches
+#   install.sh from Packer's HTTP server (a fixed port, so the file can name it).
+# - Scripts, in PIM's order and as root through sudo: pim-prepare (the upgrade), base, finalize,
+#   pim-seal (with the build user kept, or Packer could not shut the VM down through sudo).
+# - VM shape (bench/packer/pim-default.json, line by line): q35, -cpu max, TCG thread=multi, 2
+#   vCPUs, 2048 MiB, a 20G virtio disk with discard and detect-zeroes, virtio-net, virtio-rng, an
+#   uncompressed qcow2. PIM builds with build.compress: false, --force (no layers) and an empty
+#   package cache: a cold build each round.
+#
+# Packer's SSH port forward listens on all interfaces (its qemu builder has no option for
+# 127.0.0.1 in 1.6.6): run this only on a machine where that is acceptable. Every QEMU this
+# starts is killed, and its temp dirs removed, on exit and on Ctrl+C.
+set -euo pipefail
+rounds=${1:-2}
+source "$(dirname "$0")/lib.sh"
+[ "$arch" = x86_64 ] || { echo "bench: vs-packer runs on x86_64" >&2; exit 2; }
+if ! command -v packer >/dev/null; then
+  echo "bench: installing Debian's packer" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq packer >&2
+fi
+echo "bench: Packer's SSH port forward listens on all interfaces during its builds" >&2
+
+work=$(mktemp -d /var/tmp/pim-vs-packer.XXXXXX)
+packer_pid=""
+cleanup() {
+  [ -n "$packer_pid" ] && kill -- -"$packer_pid" 2>/dev/null || true
+  pkill -f "qemu-system.*$work" 2>/dev/null || true
+  rm -rf "$work" "$repo/.bench/vs-packer"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+bench_project "$repo/.bench/vs-packer"
+printf 'build:\n  compress: false\n' > "$project/pim.yml"
+read -r _ iso_name _ iso_entry _ < <(pim build run default --arch x86_64 --dry-run | grep -E '^  ISO:')
+pim iso download "$iso_name" > /dev/null
+iso_sum=$(sha256sum "$iso_entry" | cut -d' ' -f1)
+user=$(pim profile show default --json --reveal | node -e 'const p=JSON.parse(require("fs").readFileSync(0,"utf8"));console.log(p.username)')
+password=$(pim profile show default --json --reveal | node -e 'const p=JSON.parse(require("fs").readFileSync(0,"utf8"));console.log(p.password)')
+http_port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+node "$repo/dist/bench/render-preseed.js" "$project" default "$http_port" "$work/http"
+mkdir -p "$work/scripts"
+cp "$repo/assets/guest/prepare.sh" "$work/scripts/pim-prepare.sh"
+cp "$repo/assets/scripts.d/base.sh" "$repo/assets/scripts.d/finalize.sh" "$work/scripts/"
+cp "$repo/assets/guest/seal.sh" "$work/scripts/pim-seal.sh"
+sed "s/PIM_BUILD_USER_POLICY=lock/PIM_BUILD_USER_POLICY=keep/; s/\"http_directory\"/\"http_port_min\": $http_port, \"http_port_max\": $http_port, \"http_directory\"/" \
+  "$repo/bench/packer/pim-default.json" > "$work/packer.json"
+
+stamp() { date +%s.%N; }
+declare -a pim_total packer_total
+results="$work/results.txt"
+: > "$results"
+for round in $(seq 1 "$rounds"); do
+  # PIM, cold.
+  pim build clean --packages > /dev/null
+  log="$work/pim-$round.log"
+  t0=$(stamp)
+  pim build run default --arch x86_64 --force > /dev/null 2> "$log"
+  t1=$(stamp)
+  total=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')
+  steps=$(grep -E '^<== [a-z]+ done in' "$log" | awk '{printf "%s %s, ", $2, $5}')
+  size=$(pim build show default --arch x86_64 --json | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).file_size)')
+  echo "round $round PIM    ${total} s: ${steps%, }; image $(awk -v b="$size" 'BEGIN{printf "%.1f", b/1048576}') MiB" | tee -a "$results"
+  pim_total+=("$total")
+
+  # Packer.
+  out="$work/packer-out-$round"
+  plog="$work/packer-$round.log"
+  t0=$(stamp)
+  ( cd "$work" && setsid env PACKER_LOG=1 PACKER_LOG_PATH="$plog" packer build \
+      -var "iso=$iso_entry" -var "iso_checksum=$iso_sum" -var "http_dir=$work/http" -var "output_dir=$out" \
+      -var "scripts_dir=$work/scripts" -var "user=$user" -var "password=$password" packer.json > "$work/packer-$round.out" 2>&1 ) &
+  packer_pid=$!
+  wait "$packer_pid" || { tail -20 "$work/packer-$round.out" >&2; exit 1; }
+  packer_pid=""
+  t1=$(stamp)
+  total=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')
+  phases=$(node -e '
+    const lines = require("fs").readFileSync(process.argv[1], "utf8").split("\n");
+    const at = (re) => { const l = lines.find((x) => re.test(x)); if (!l) return NaN; const m = /^(\d{4})\/(\d\d)\/(\d\d) (\d\d):(\d\d):(\d\d)/.exec(l); return Date.UTC(+m[1], m[2]-1, +m[3], +m[4], +m[5], +m[6]) / 1000; };
+    const typing = at(/Typing the boot command/), ssh = at(/Connected to SSH!/), halt = at(/Gracefully halting/), convert = at(/Converting hard drive/), done = at(/Builds finished|Build .* finished/);
+    const script = (n) => at(new RegExp("Provisioning with shell script: .*" + n));
+    const s = ["pim-prepare", "base", "finalize", "pim-seal"].map(script);
+    const d = (a, b) => (b - a).toFixed(0);
+    console.log(`install+reboot to SSH ${d(typing, ssh)}, pim-prepare ${d(s[0], s[1])}, base ${d(s[1], s[2])}, finalize ${d(s[2], s[3])}, pim-seal ${d(s[3], halt)}, shutdown ${d(halt, convert)}, compaction ${d(convert, done)}`);
+  ' "$plog")
+  size=$(stat -c %s "$out/packer-default.qcow2")
+  echo "round $round Packer ${total} s: ${phases}; image $(awk -v b="$size" 'BEGIN{printf "%.1f", b/1048576}') MiB" | tee -a "$results"
+  packer_total+=("$total")
+  rm -rf "$out"
+done
+mean() { local s=0; for x in "$@"; do s=$(awk -v a="$s" -v b="$x" 'BEGIN{print a+b}'); done; awk -v s="$s" -v n="$#" 'BEGIN{printf "%.1f", s/n}'; }
+pm=$(mean "${pim_total[@]}"); km=$(mean "${packer_total[@]}")
+echo
+echo "PIM mean ${pm} s, Packer mean ${km} s: PIM takes $(awk -v a="$pm" -v b="$km" 'BEGIN{printf "%.2f", a/b}')x Packer's time ($rounds rounds)"

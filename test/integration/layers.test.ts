@@ -1,0 +1,51 @@
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { LayerCache, valuesUsedBy } from '../../src/builder/layers.js';
+import { sandbox } from '../helpers/env.js';
+
+const box = sandbox('pim-layercache-');
+after(() => box.cleanup());
+const key = (c: string) => c.repeat(64);
+
+test('the install layer key follows only the profile values the templates read (and their absence)', () => {
+  const source = 'd-i x string <%= hostname %>\n<% if (typeof password_crypted !== "undefined" && password_crypted) { %>crypted<% } %>';
+  const used = valuesUsedBy([source], { hostname: 'web', password: 'p', scripts: ['base'] });
+  assert.equal(used['hostname'], 'web');
+  assert.equal(used['password_crypted'], '(absent)');
+  assert.equal('scripts' in used, false);
+  assert.equal('password' in used, false);
+});
+
+test('layers are committed with a copy and a rename, re-pointed at their cached parent; reused; evicted leaves first, never in use', async () => {
+  const work = join(box.root, 'work');
+  mkdirSync(work, { recursive: true });
+  const base = join(work, 'layer-0.qcow2');
+  const top = join(work, 'disk-1.qcow2');
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', base, '64M']);
+  execFileSync('qemu-io', ['-c', 'write -P 0x41 0 4M', base]);
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top]);
+  execFileSync('qemu-io', ['-c', 'write -P 0x42 8M 4M', top]);
+  writeFileSync(join(work, 'id_ed25519'), 'private key');
+  const cache = new LayerCache(join(box.root, 'layers'), 1);
+  await cache.commit(key('a'), base, undefined, join(work, 'id_ed25519'));
+  await cache.commit(key('b'), top, key('a'));
+  assert.ok(existsSync(cache.keyPath(key('a'))), 'the install layer keeps its key');
+  const info = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', cache.path(key('b'))], { encoding: 'utf8' }));
+  assert.equal(info['backing-filename'], cache.path(key('a')));
+  execFileSync('qemu-img', ['check', '-q', cache.path(key('b'))]);
+  // The chain reads back as written: 0x41 from the parent, 0x42 from the child.
+  const read = execFileSync('qemu-io', ['-r', '-c', 'read -P 0x41 0 4M', '-c', 'read -P 0x42 8M 4M', cache.path(key('b'))], { encoding: 'utf8' });
+  assert.doesNotMatch(read, /Pattern verification failed/);
+  const chain = [{ key: key('a'), name: 'install', scripts: [] }, { key: key('b'), name: 'base', scripts: [0] }, { key: key('c'), name: 'tools', scripts: [1] }];
+  assert.equal(cache.cachedPrefix(chain), 2);
+  // Over the (1-byte) cap, but in use: nothing goes.
+  const release = cache.use([key('a'), key('b')]);
+  assert.deepEqual(await cache.evict(), []);
+  release();
+  // Released: the leaf first, then its parent.
+  assert.deepEqual(await cache.evict(), [key('b'), key('a')]);
+  assert.equal(cache.cachedPrefix(chain), 0);
+});
