@@ -249,6 +249,8 @@ const buildPhase = phase(
     const { plan } = job;
     const args = ['build', 'run', plan.profileName, '--arch', plan.arch, '--local', '--project', `${state.dir}/project`, '--expect-key', plan.cacheKey];
     if (job.keepFailed) args.push('--keep-failed');
+    // --force here means no cached layer there either.
+    if (job.force) args.push('--force');
     // PIM_STDIN_LIFELINE: when this connection goes away (Ctrl+C here, a drop), the remote PIM
     // sees its stdin end and stops its build as on Ctrl+C: QEMU stopped, work dir removed.
     const command = `cd ${shq(state.dir!)} && PIM_STDIN_LIFELINE=1 ${pimCommand(state, args)}`;
@@ -267,6 +269,11 @@ const buildPhase = phase(
     }
     const shown = await remoteRun(state, pimCommand(state, ['build', 'show', plan.profileName, '--arch', plan.arch, '--json']), 'pim build show');
     state.record = JSON.parse(shown) as RemoteRecord;
+    // The remote's own build log (consoles, script output) becomes part of this one.
+    const remoteLog = await remoteCapture(state, `cat ${shq(`${state.record.path}.log`)}`);
+    job.log.line(`---- the build log of ${state.name} (${state.record.path}.log) ----`);
+    for (const line of remoteLog.stdout.split('\n')) if (line) job.log.line(`[${state.name}] ${line.replace(/^\S+Z /, '')}`);
+    job.log.line(`---- end of the build log of ${state.name} ----`);
   },
   async (state) => {
     const running = state.running;

@@ -11,6 +11,20 @@ import { WorkError, errorMessage } from '../errors.js';
  */
 export function writeFileAtomic(path: string, data: string | Buffer, mode = 0o644): void {
   const temp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  try {
+    placeComplete(temp, data, mode, (from) => renameSync(from, path));
+  } catch (err) {
+    throw new WorkError(`cannot write ${path}: ${errorMessage(err)}`);
+  }
+  fsyncDir(dirname(path));
+}
+
+/**
+ * Writes `data` to the new file `temp` (refusing to reuse one), fsyncs it, then hands it to
+ * `place` (a rename over the final name, or a link to it); `temp` is gone afterwards whatever
+ * happened. Errors are thrown as they come (EEXIST from a link says the name is taken).
+ */
+export function placeComplete(temp: string, data: string | Buffer, mode: number, place: (temp: string) => void): void {
   let fd: number | undefined;
   try {
     fd = openSync(temp, 'wx', mode);
@@ -20,17 +34,15 @@ export function writeFileAtomic(path: string, data: string | Buffer, mode = 0o64
     fsyncSync(fd);
     closeSync(fd);
     fd = undefined;
-    renameSync(temp, path);
-  } catch (err) {
+    place(temp);
+  } finally {
     if (fd !== undefined) closeSync(fd);
     try {
       unlinkSync(temp);
     } catch {
-      /* never created */
+      /* renamed into place, or never created */
     }
-    throw new WorkError(`cannot write ${path}: ${errorMessage(err)}`);
   }
-  fsyncDir(dirname(path));
 }
 
 export function fsyncDir(dir: string): void {

@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, linkSync, openSync, readFileSync, statSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
+import { linkSync, readFileSync, statSync, unlinkSync, utimesSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { WorkError, errorMessage } from '../errors.js';
+import { placeComplete } from './atomic-write.js';
 
 /**
  * The one cross-process lock of PIM (registry, work dirs, port leases, ISO downloads).
@@ -93,22 +94,12 @@ function ownerDead(path: string, owner: Owner | undefined, staleMs: number): boo
 /** One attempt: link a complete owner file into place. */
 function tryCreate(path: string): LockHandle | undefined {
   const token = randomBytes(8).toString('hex');
-  const temp = `${path}.${token}.tmp`;
-  let fd: number | undefined;
   try {
-    fd = openSync(temp, 'wx', 0o600);
-    writeSync(fd, `${HOST} ${process.pid} ${token}\n`);
-    fsyncSync(fd);
-    closeSync(fd);
-    fd = undefined;
-    linkSync(temp, path);
+    placeComplete(`${path}.${token}.tmp`, `${HOST} ${process.pid} ${token}\n`, 0o600, (temp) => linkSync(temp, path));
   } catch (err) {
-    if (fd !== undefined) closeSync(fd);
-    removeQuietly(temp);
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') return undefined;
     throw new WorkError(`cannot take the lock ${path}: ${errorMessage(err)}`);
   }
-  removeQuietly(temp);
   const handle: LockHandle = {
     path,
     token,

@@ -18,7 +18,11 @@ export interface Sandbox {
 }
 
 export function sandbox(prefix = 'pim-test-'): Sandbox {
-  const root = mkdtempSync(join(tmpdir(), prefix));
+  return sandboxAt(mkdtempSync(join(tmpdir(), prefix)));
+}
+
+/** A sandbox in `root`; `keep` makes cleanup() leave it (a fixture kept for later runs). */
+export function sandboxAt(root: string, options: { keep?: boolean } = {}): Sandbox {
   const project = join(root, 'project');
   mkdirSync(project, { recursive: true });
   const env: NodeJS.ProcessEnv = {
@@ -39,7 +43,9 @@ export function sandbox(prefix = 'pim-test-'): Sandbox {
       writeFileSync(path, content);
       return path;
     },
-    cleanup: () => rmSync(root, { recursive: true, force: true }),
+    cleanup: () => {
+      if (!options.keep) rmSync(root, { recursive: true, force: true });
+    },
   };
 }
 

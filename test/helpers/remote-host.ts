@@ -5,6 +5,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { userInfo } from 'node:os';
 import { createBuildKeyPair, type BuildKeyPair } from '../../src/ssh/keys.js';
 import { fingerprintOf } from '../../src/ssh/host-keys.js';
 import { leasePort } from '../../src/qemu/ports.js';
@@ -111,7 +112,7 @@ export async function createTestHost(dir: string, options: TestHostOptions = {})
   const host: TestHost = {
     address,
     port,
-    user: 'root',
+    user: userInfo().username,
     home,
     clientKey,
     hostKeyFingerprint: fingerprintOf(Buffer.from(pub[1]!, 'base64')),

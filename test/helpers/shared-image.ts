@@ -7,7 +7,7 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileS
 import { join } from 'node:path';
 import { acquireLock } from '../../src/files/lock.js';
 import { Registry, type ImageRecord } from '../../src/registry/registry.js';
-import { pimBin, repoRoot, type Sandbox } from './env.js';
+import { pimBin, repoRoot, sandboxAt, type Sandbox } from './env.js';
 import { until } from './fixtures.js';
 import { testInstallerIso } from './installer.js';
 import { createTestHost, installedPim } from './remote-host.js';
@@ -36,30 +36,6 @@ function fixtureCache(): string {
   return process.env['PIM_FIXTURE_CACHE'] ?? join(process.env['HOME'] ?? '/root', '.cache/pim-fixtures');
 }
 
-function sandboxAt(root: string): Sandbox {
-  const project = join(root, 'project');
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    HOME: join(root, 'home'),
-    XDG_CONFIG_HOME: join(root, 'config'),
-    XDG_DATA_HOME: join(root, 'data'),
-    XDG_CACHE_HOME: join(root, 'cache'),
-    XDG_STATE_HOME: join(root, 'state'),
-  };
-  return {
-    root,
-    project,
-    env,
-    write(relative, content) {
-      const path = join(project, relative);
-      mkdirSync(join(path, '..'), { recursive: true });
-      writeFileSync(path, content);
-      return path;
-    },
-    cleanup: () => undefined, // shared: kept for the next test file and the next run
-  };
-}
-
 let memo: Promise<SharedImage> | undefined;
 
 /** The shared image, built on first use (other test processes wait for it). */
@@ -71,9 +47,11 @@ export function sharedImage(): Promise<SharedImage> {
 async function buildShared(): Promise<SharedImage> {
   const iso = testInstallerIso();
   const pimPath = await installedPim();
+  // Keyed by PIM's code (the install path holds its hash): what a test sees is what this code
+  // builds. PIM_SHARED_IMAGE_ANY_CODE=1 (while developing) keeps an image across code changes.
   const key = createHash('sha256')
     .update(iso)
-    .update(pimPath)
+    .update(process.env['PIM_SHARED_IMAGE_ANY_CODE'] === '1' ? 'any' : pimPath)
     .update(readFileSync(join(repoRoot, 'test/helpers/shared-image.ts')))
     .digest('hex')
     .slice(0, 16);
@@ -84,19 +62,19 @@ async function buildShared(): Promise<SharedImage> {
     const resultPath = join(root, 'result.json');
     if (existsSync(resultPath)) {
       const result = JSON.parse(readFileSync(resultPath, 'utf8')) as Omit<SharedImage, 'box'>;
-      if (existsSync(result.record.path)) return { ...result, box: sandboxAt(root) };
+      if (existsSync(result.record.path)) return { ...result, box: sandboxAt(root, { keep: true }) };
     }
     rmSync(root, { recursive: true, force: true });
     const result = await build(root, iso, pimPath);
     writeFileSync(resultPath, JSON.stringify(result, null, 2));
-    return { ...result, box: sandboxAt(root) };
+    return { ...result, box: sandboxAt(root, { keep: true }) };
   } finally {
     lock.release();
   }
 }
 
 async function build(root: string, iso: string, pimPath: string): Promise<Omit<SharedImage, 'box'>> {
-  const box = sandboxAt(root);
+  const box = sandboxAt(root, { keep: true });
   mkdirSync(box.project, { recursive: true });
   const host = await createTestHost(join(root, 'remote'));
   await host.start();

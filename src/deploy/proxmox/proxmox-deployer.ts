@@ -6,7 +6,7 @@ import { connectToHost } from '../../ssh/hosts.js';
 import { runSteps, type Step } from '../../builder/steps.js';
 import type { DeployContext, Deployer, DeployResult, DeploymentStatus } from '../deployer.js';
 import type { ProxmoxTarget } from '../targets.js';
-import { createArgs, importedVolume, parseConfig, parseNextId, setArgs } from './qm.js';
+import { createArgs, dnsName, importedVolume, parseConfig, parseNextId, setArgs } from './qm.js';
 
 interface ProxmoxState {
   ctx: DeployContext<ProxmoxTarget>;
@@ -78,9 +78,10 @@ const steps: Step<ProxmoxState>[] = [
       const { ctx } = state;
       const ssh = state.ssh!;
       state.vmid = ctx.target.vmid ?? parseNextId(await onNode(ssh, 'pvesh get /cluster/nextid --output-format json', 'pvesh get /cluster/nextid'));
-      await onNode(ssh, qm(createArgs(state.vmid, ctx.name, ctx.target, ctx.image.arch)), `qm create ${state.vmid}`, (l) => ctx.log.line(`qm| ${l}`));
+      const name = dnsName(ctx.name);
+      await onNode(ssh, qm(createArgs(state.vmid, name, ctx.target, ctx.image.arch)), `qm create ${state.vmid}`, (l) => ctx.log.line(`qm| ${l}`));
       state.created = true;
-      ctx.say(`created VM ${state.vmid} (${ctx.name}) on ${state.node}`);
+      ctx.say(`created VM ${state.vmid} (${name}) on ${state.node}`);
     },
     async cleanup(state, ctx, outcome) {
       // A deploy that did not finish leaves no VM behind.

@@ -64,3 +64,11 @@ export function parseNextId(output: string): number {
   if (!Number.isInteger(id) || id < 100) throw new WorkError(`pvesh get /cluster/nextid printed '${output.trim()}', not a VM id`);
   return id;
 }
+
+/**
+ * A VM name Proxmox takes: it must be a DNS name (pve-common's `dns-name` format), so the arch's
+ * underscore (x86_64) and anything else outside [A-Za-z0-9.-] become '-'.
+ */
+export function dnsName(name: string): string {
+  return name.replace(/[^A-Za-z0-9.-]+/g, '-').replace(/^[-.]+|[-.]+$/g, '').slice(0, 63) || 'pim';
+}

@@ -62,6 +62,8 @@ const steps: Step<UtmState>[] = [
       ctx.say(`copying the image into ${state.final}/Data (a clone where the file system can)`);
       // A reflink/clone where the file system offers one, else a copy.
       await copyFile(ctx.image.path, join(state.temp, 'Data', 'disk.qcow2'), constants.COPYFILE_FICLONE);
+      // Interrupted meanwhile: the cleanup has removed the temp bundle; write nothing more.
+      if (ctx.signal.aborted) throw new InterruptedError();
       let seed: string | undefined;
       if (ctx.target.user_data || ctx.target.ssh_authorized_keys?.length) {
         seed = 'seed.iso';
@@ -75,6 +77,7 @@ const steps: Step<UtmState>[] = [
           scratch,
           (l) => ctx.log.line(l),
         );
+        if (ctx.signal.aborted) throw new InterruptedError();
         // UTM deletes whatever in Data/ no drive names: only the images go there.
         rmSync(scratch, { recursive: true, force: true });
       }
