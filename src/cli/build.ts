@@ -196,9 +196,12 @@ export async function clean(opts: GlobalOptions & { profile?: string; arch?: str
 export async function status(opts: GlobalOptions & { json?: boolean; localOnly?: boolean }): Promise<void> {
   const project = projectFrom(opts);
   const config = project.pimConfig();
+  // The remotes are asked while this machine's accelerators are probed: each remote answers (or
+  // is given up) within 10 s, whatever the local probe costs.
+  const remotesAsked = opts.localOnly ? Promise.resolve([]) : Promise.all(Object.entries(config.build.remotes).map(([name, remote]) => remoteStatus(name, remote)));
   const arches: Record<string, { accelerator: string; builder: string }> = {};
   for (const arch of ARCHES) arches[arch] = { accelerator: await selectedAccelerator(project, arch), builder: config.build.builders[arch] ?? 'local' };
-  const remotes = opts.localOnly ? [] : await Promise.all(Object.entries(config.build.remotes).map(([name, remote]) => remoteStatus(name, remote)));
+  const remotes = await remotesAsked;
   const result = { host_arch: hostArch(), version: pimVersion(), arches, remotes, registry: project.registryPath(), images_dir: project.imagesDir() };
   if (opts.json) {
     printJson(result);

@@ -4,10 +4,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { appendFileSync, cpSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, cpSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Registry } from '../../src/registry/registry.js';
-import { pim, sandbox, type Sandbox } from '../helpers/env.js';
+import { pim, repoRoot, sandbox, type Sandbox } from '../helpers/env.js';
 import { rootSkip } from '../helpers/installer.js';
 import { SHARED_PROFILE, sharedImage } from '../helpers/shared-image.js';
 
@@ -63,9 +63,11 @@ test('pim build verify fails, naming the check, on an image where a script re-en
 });
 
 test('editing base reruns everything after the install; its packages come from the package cache; no proxy is left in the image', { skip: rootSkip, timeout: 60 * 60_000 }, async () => {
-  appendFileSync(join(box.project, 'scripts.d/base.sh'), '\necho "base, edited"\n');
+  // The shipped base, edited in the project (which then takes it over).
+  writeFileSync(join(box.project, 'scripts.d/base.sh'), `${readFileSync(join(repoRoot, 'assets/scripts.d/base.sh'), 'utf8')}\necho "base, edited"\n`);
   const base = readFileSync(join(box.project, 'scripts.d/base.sh'), 'utf8');
   assert.match(base, /edited/);
+  assert.match(base, /cloud-init/);
   const r = await pim(box, ['build', 'run', SHARED_PROFILE, '--arch', 'x86_64', '--verbose'], { timeoutMs: 50 * 60_000 });
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stderr, /reusing 1 of 3 cached layers: install/);
