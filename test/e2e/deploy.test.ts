@@ -102,7 +102,7 @@ test('deploy to Proxmox: a template with the imported disk on scsi0 and a cloud-
 
   const status = JSON.parse((await pim(box, ['deploy', 'status', 'lab-pve', '--json'])).stdout) as { role: string; exists: boolean; current_image: boolean; ids: { vmid: string } }[];
   assert.deepEqual(status.map((s) => [s.role, s.exists, s.current_image, s.ids.vmid]), [['current', true, true, forced.ids.vmid], ['previous', true, true, vmid]]);
-  assert.match((await pim(box, ['build', 'list', '--all'])).stdout, new RegExp(`small/x86_64 deployed to lab-pve \\(proxmox: vmid ${forced.ids.vmid}`));
+  assert.match((await pim(box, ['build', 'list', '--all'])).stdout, new RegExp(`small/x86_64 deployed to lab-pve \\(proxmox: .*vmid ${forced.ids.vmid}.*, current image`));
 
   const removed = await pim(box, ['deploy', 'remove', SHARED_PROFILE, 'lab-pve', '--arch', 'x86_64']);
   assert.equal(removed.status, 0, removed.stderr);
