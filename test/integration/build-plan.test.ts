@@ -41,6 +41,21 @@ test('editing one provisioning script changes the cache key; editing nothing doe
   assert.equal(resolvePlan(project(), { profileName: 'web', arch: 'x86_64' }).cacheKey, before);
 });
 
+test('settings that change the output file are in the cache key (build.compress, build.disk_size); one that changes only speed is not', () => {
+  const keyWith = (yml: string) => {
+    box.write('pim.yml', yml);
+    try {
+      return resolvePlan(project(), { profileName: 'web', arch: 'x86_64' }).cacheKey;
+    } finally {
+      box.write('pim.yml', '{}\n');
+    }
+  };
+  const base = keyWith('{}\n');
+  assert.notEqual(keyWith('build:\n  compress: false\n'), base, 'an uncompressed image is another image');
+  assert.notEqual(keyWith('build:\n  disk_size: 30G\n'), base);
+  assert.equal(keyWith('build:\n  cpus: 1\n'), base, 'the vCPU count changes how fast, not what');
+});
+
 test('a profile that does not list the requested arch is refused with exit 2', async () => {
   assert.throws(() => resolvePlan(project(), { profileName: 'x86only', arch: 'arm64' }), ConfigError);
   const r = await pim(box, ['build', 'run', 'x86only', '--arch', 'aarch64']);
