@@ -47,11 +47,15 @@ const NBD_CMD_DISC = 2;
  * a 20 GiB image holding 1 GiB costs 1 GiB of reads, and no raw copy is ever written.
  */
 export class ImageReader {
+  // The handshake reads through take(); after it, replies are parsed as they arrive (reply mode).
   private buffer = Buffer.alloc(0);
   private waiters: { need: number; resolve: (b: Buffer) => void; reject: (e: Error) => void }[] = [];
+  private replyMode = false;
+  private header = Buffer.alloc(0);
+  private pending = new Map<bigint, { offset: number; length: number; resolve: (b: Buffer) => void; reject: (e: Error) => void }>();
+  private current?: { out: Buffer; filled: number; resolve: (b: Buffer) => void; reject: (e: Error) => void };
   private failed?: Error;
   private nextHandle = 1n;
-  private queue: Promise<unknown> = Promise.resolve();
   /** Bytes read from the image so far. */
   bytesRead = 0;
 
@@ -63,15 +67,21 @@ export class ImageReader {
     private readonly stop: () => Promise<void>,
   ) {
     socket.on('data', (chunk: Buffer) => {
+      if (this.replyMode) return this.onReplies(chunk);
       this.buffer = Buffer.concat([this.buffer, chunk]);
       this.drain();
     });
-    const fail = (err: Error) => {
-      this.failed = err;
-      for (const w of this.waiters.splice(0)) w.reject(err);
-    };
-    socket.on('error', (err) => fail(new WorkError(`NBD connection to qemu-nbd: ${errorMessage(err)}`)));
-    socket.on('close', () => fail(new WorkError('qemu-nbd closed the connection')));
+    socket.on('error', (err) => this.fail(new WorkError(`NBD connection to qemu-nbd: ${errorMessage(err)}`)));
+    socket.on('close', () => this.fail(new WorkError('qemu-nbd closed the connection')));
+  }
+
+  private fail(err: Error): void {
+    this.failed ??= err;
+    for (const w of this.waiters.splice(0)) w.reject(err);
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+    this.current?.reject(err);
+    this.current = undefined;
   }
 
   static async open(image: string, format: 'qcow2' | 'raw' = 'qcow2', log?: LogFn): Promise<ImageReader> {
@@ -150,17 +160,16 @@ export class ImageReader {
     option.writeUInt32BE(0, 12); // the default export, ''
     this.socket.write(Buffer.concat([client, option]));
     const info = await this.take(10 + (noZeroes ? 0 : 124));
+    this.replyMode = true;
     return Number(info.readBigUInt64BE(0));
   }
 
-  /** `length` bytes at `offset` of the guest-visible disk. Requests are served one at a time. */
+  /**
+   * `length` bytes at `offset` of the guest-visible disk. Requests are pipelined: qemu-nbd works
+   * on several at once (decompressing on more than one core) and replies in any order.
+   */
   read(offset: number, length: number): Promise<Buffer> {
-    const next = this.queue.then(() => this.readNow(offset, length));
-    this.queue = next.catch(() => undefined);
-    return next;
-  }
-
-  private async readNow(offset: number, length: number): Promise<Buffer> {
+    if (this.failed) return Promise.reject(this.failed);
     const handle = this.nextHandle++;
     const request = Buffer.alloc(28);
     request.writeUInt32BE(NBD_REQUEST_MAGIC, 0);
@@ -169,14 +178,51 @@ export class ImageReader {
     request.writeBigUInt64BE(handle, 8);
     request.writeBigUInt64BE(BigInt(offset), 16);
     request.writeUInt32BE(length, 24);
-    this.socket.write(request);
-    const reply = await this.take(16);
-    if (reply.readUInt32BE(0) !== NBD_SIMPLE_REPLY_MAGIC) throw new WorkError('qemu-nbd sent an unexpected reply');
-    const error = reply.readUInt32BE(4);
-    if (error) throw new WorkError(`qemu-nbd could not read ${length} bytes at ${offset} (NBD error ${error})`);
-    const data = await this.take(length);
-    this.bytesRead += length;
-    return data;
+    return new Promise((resolve, reject) => {
+      this.pending.set(handle, { offset, length, resolve, reject });
+      this.socket.write(request);
+    });
+  }
+
+  /** Simple replies: a 16-byte header (magic, error, handle), then the data of a read that succeeded. */
+  private onReplies(chunk: Buffer): void {
+    let pos = 0;
+    while (pos < chunk.length && !this.failed) {
+      if (this.current) {
+        const c = this.current;
+        const n = Math.min(chunk.length - pos, c.out.length - c.filled);
+        chunk.copy(c.out, c.filled, pos, pos + n);
+        c.filled += n;
+        pos += n;
+        if (c.filled === c.out.length) {
+          this.current = undefined;
+          this.bytesRead += c.out.length;
+          c.resolve(c.out);
+        }
+        continue;
+      }
+      const n = Math.min(chunk.length - pos, 16 - this.header.length);
+      this.header = Buffer.concat([this.header, chunk.subarray(pos, pos + n)]);
+      pos += n;
+      if (this.header.length < 16) break;
+      const header = this.header;
+      this.header = Buffer.alloc(0);
+      if (header.readUInt32BE(0) !== NBD_SIMPLE_REPLY_MAGIC) return this.fail(new WorkError('qemu-nbd sent an unexpected reply'));
+      const handle = header.readBigUInt64BE(8);
+      const request = this.pending.get(handle);
+      if (!request) return this.fail(new WorkError('qemu-nbd answered a request that was never made'));
+      this.pending.delete(handle);
+      const error = header.readUInt32BE(4);
+      if (error) {
+        request.reject(new WorkError(`qemu-nbd could not read ${request.length} bytes at ${request.offset} (NBD error ${error})`));
+        continue;
+      }
+      this.current = { out: Buffer.allocUnsafe(request.length), filled: 0, resolve: request.resolve, reject: request.reject };
+      if (request.length === 0) {
+        this.current = undefined;
+        request.resolve(Buffer.alloc(0));
+      }
+    }
   }
 
   async close(): Promise<void> {

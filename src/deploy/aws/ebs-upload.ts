@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { CompleteSnapshotCommand, PutSnapshotBlockCommand, StartSnapshotCommand, type EBSClient } from '@aws-sdk/client-ebs';
 import { WorkError } from '../../errors.js';
 import { ImageReader, dataExtents, type DataExtent } from '../../qemu/image-reader.js';
@@ -74,6 +75,8 @@ export async function uploadSnapshot(ebs: EBSClient, options: UploadOptions): Pr
   options.log(`started snapshot ${snapshotId} (${volumeSizeGiB} GiB)`);
 
   const reader = await ImageReader.open(options.image, 'qcow2', options.log);
+  // Every request in flight listens on the one signal.
+  setMaxListeners(options.concurrency + 16, options.signal);
   const digests = new Map<number, Buffer>();
   let skipped = 0;
   let done = 0;
@@ -84,11 +87,19 @@ export async function uploadSnapshot(ebs: EBSClient, options: UploadOptions): Pr
       while (next < indices.length) {
         if (options.signal.aborted) throw new WorkError('interrupted');
         const index = indices[next++]!;
-        const block = Buffer.alloc(EBS_BLOCK_SIZE);
-        for (const range of blocks.get(index)!) {
-          const data = await reader.read(range.start, range.length);
-          data.copy(block, range.start - index * EBS_BLOCK_SIZE);
-          done += range.length;
+        const ranges = blocks.get(index)!;
+        let block: Buffer;
+        if (ranges.length === 1 && ranges[0]!.length === EBS_BLOCK_SIZE) {
+          // The whole block is data (the common case): the read is the block, no copy.
+          block = await reader.read(ranges[0]!.start, EBS_BLOCK_SIZE);
+          done += EBS_BLOCK_SIZE;
+        } else {
+          block = Buffer.alloc(EBS_BLOCK_SIZE);
+          for (const range of ranges) {
+            const data = await reader.read(range.start, range.length);
+            data.copy(block, range.start - index * EBS_BLOCK_SIZE);
+            done += range.length;
+          }
         }
         options.progress?.(done, dataBytes);
         if (isZero(block)) {
@@ -100,7 +111,7 @@ export async function uploadSnapshot(ebs: EBSClient, options: UploadOptions): Pr
           'ebs:PutSnapshotBlock',
           () =>
             ebs.send(
-              new PutSnapshotBlockCommand({
+              withPayloadDigest(new PutSnapshotBlockCommand({
                 SnapshotId: snapshotId,
                 BlockIndex: index,
                 BlockData: block,
@@ -108,7 +119,7 @@ export async function uploadSnapshot(ebs: EBSClient, options: UploadOptions): Pr
                 Checksum: digest.toString('base64'),
                 ChecksumAlgorithm: 'SHA256',
                 Progress: Math.min(100, Math.floor((100 * done) / Math.max(1, dataBytes))),
-              }),
+              }), digest),
               { abortSignal: options.signal },
             ),
           counter,
@@ -144,10 +155,27 @@ export async function uploadSnapshot(ebs: EBSClient, options: UploadOptions): Pr
   return { snapshotId, blocksSent: digests.size, blocksSkipped: skipped, bytesRead: reader.bytesRead, retries: counter.retries, volumeSizeGiB };
 }
 
+const ZERO_BLOCK = Buffer.alloc(EBS_BLOCK_SIZE);
+
 function isZero(block: Buffer): boolean {
-  // 8 bytes at a time: cheap next to hashing and sending.
-  for (let i = 0; i < block.length; i += 8) if (block.readBigUInt64LE(i) !== 0n) return false;
-  return true;
+  return block.equals(ZERO_BLOCK);
+}
+
+/**
+ * The block's SHA-256 is already known (it goes with the block as its checksum): give it to the
+ * SigV4 signer as the payload hash (x-amz-content-sha256), which it would otherwise compute again
+ * over every block.
+ */
+function withPayloadDigest(command: PutSnapshotBlockCommand, digest: Buffer): PutSnapshotBlockCommand {
+  command.middlewareStack.add(
+    (next) => async (args) => {
+      const request = args.request as { headers?: Record<string, string> };
+      if (request.headers) request.headers['x-amz-content-sha256'] = digest.toString('hex');
+      return next(args);
+    },
+    { step: 'build', name: 'pimPayloadDigest' },
+  );
+  return command;
 }
 
 export { awsCall };
