@@ -93,7 +93,9 @@ export async function verifyImage(project: Project, request: { profileName: stri
         return { code: r.code, out: out.trim() };
       };
       const ci = await run('cloud-init status --wait --long');
-      check('cloud-init', ci.code === 0 && /status: done/.test(ci.out), ci.out.split('\n')[0] ?? '');
+      // `--wait` prints a dot per second of waiting before the status: report the status line.
+      const status = ci.out.split('\n').map((l) => l.replace(/^\.+/, '').trim()).find((l) => l.startsWith('status:')) ?? ci.out.trim().split('\n').at(-1) ?? '';
+      check('cloud-init', ci.code === 0 && /status: done/.test(ci.out), status);
       const failed = await run('systemctl --failed --no-legend --plain | cut -d" " -f1');
       check('no failed units', failed.code === 0 && failed.out === '', failed.out ? failed.out.replace(/\n/g, ', ') : 'none');
       const password = profile.password;
