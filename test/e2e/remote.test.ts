@@ -94,7 +94,7 @@ test('an unknown host key is refused with its fingerprint and how to pin it; a w
   assert.ok(!existsSync(join(box.root, 'data', 'pim', 'registry.yml')) || !readFileSync(join(box.root, 'data', 'pim', 'registry.yml'), 'utf8').includes('quick'));
 });
 
-test('a remote whose pim is of another major.minor is refused, naming what runs there', { skip: rootSkip, timeout: 5 * 60_000 }, async () => {
+test('a remote whose pim is of another major.minor, or missing, is refused, naming what runs there', { skip: rootSkip, timeout: 5 * 60_000 }, async () => {
   const box = quickProject();
   const fake = join(box.root, 'old-pim');
   writeFileSync(fake, '#!/bin/sh\necho 0.9.4\n');
@@ -103,6 +103,12 @@ test('a remote whose pim is of another major.minor is refused, naming what runs 
   const r = await pim(box, ['build', 'run', 'quick', '--arch', 'x86_64']);
   assert.equal(r.status, 1, r.stderr);
   assert.match(r.stderr, /lab runs PIM 0\.9\.4 at .*old-pim, but this build needs 0\.1\.x/);
+
+  // No pim at all at pim_path: refused, naming the path and what the shell said.
+  box.write('pim.yml', remoteYml(host, join(box.root, 'no-such-pim')));
+  const missing = await pim(box, ['build', 'run', 'quick', '--arch', 'x86_64']);
+  assert.equal(missing.status, 1, missing.stderr);
+  assert.match(missing.stderr, /PIM does not answer at .*no-such-pim on lab \(.*(not found|No such file).*\); install PIM 0\.1\.x there/);
 });
 
 test('pim build status --json shows a reachable remote with its version and accelerators, and an unreachable one with the reason, within 10 s', { skip: rootSkip, timeout: 5 * 60_000 }, async () => {
