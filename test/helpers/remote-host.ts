@@ -3,7 +3,7 @@
 // network namespace of its own, and a real `pim` installed there from this checkout with
 // `npm pack` and `npm install`, as a user would.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { userInfo } from 'node:os';
 import { createBuildKeyPair, type BuildKeyPair } from '../../src/ssh/keys.js';
@@ -185,8 +185,10 @@ export async function installedPim(): Promise<string> {
     mkdirSync(packDir, { recursive: true });
     const tarball = execFileSync('npm', ['pack', '--silent', '--pack-destination', packDir], { cwd: repoRoot, encoding: 'utf8' }).trim().split('\n').at(-1)!;
     execFileSync('npm', ['install', '-g', '--prefix', prefix, '--no-audit', '--no-fund', '--prefer-offline', join(packDir, tarball)], { stdio: ['ignore', 'ignore', 'inherit'] });
+    // Older installs go, but not one made in the last hours: another checkout's test run on this
+    // machine may be using it right now.
     for (const old of readdirSync(cache).filter((f) => f.startsWith('pim-install-') && !f.startsWith(`pim-install-${hash}`))) {
-      execFileSync('rm', ['-rf', join(cache, old)]);
+      if (Date.now() - statSync(join(cache, old)).mtimeMs > 6 * 3600_000) execFileSync('rm', ['-rf', join(cache, old)]);
     }
     return bin;
   } finally {
