@@ -2,7 +2,7 @@
 // and the ratio of that time to one `sha256sum` pass over the same number of bytes here.
 //   node dist/bench/aws-upload.js IMAGE
 import { execFileSync, spawn } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EBSClient } from '@aws-sdk/client-ebs';
@@ -15,6 +15,29 @@ if (!image) {
   console.error('usage: aws-upload IMAGE');
   process.exit(2);
 }
+/** CPU seconds (user + system) a process has used so far, from /proc. */
+function cpuSeconds(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return NaN;
+  }
+}
+/** The qemu-nbd this process started, found in /proc (no process spawned to look). */
+function nbdPid(): number | undefined {
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (stat.includes('(qemu-nbd)') && stat.replace(/^.*\) /, '').split(' ')[1] === String(process.pid)) return Number(entry);
+    } catch {
+      /* gone */
+    }
+  }
+  return undefined;
+}
+
 const server = spawn(process.execPath, [join(import.meta.dirname, '../test/fixtures/aws/serve-fake-aws.js')], { stdio: ['ignore', 'pipe', 'inherit'] });
 const url = await new Promise<string>((resolve) => server.stdout.once('data', (c: Buffer) => resolve(c.toString().trim())));
 try {
@@ -22,10 +45,21 @@ try {
   const allocated = extents.reduce((sum, e) => sum + e.length, 0);
   const ebs = new EBSClient({ region: 'eu-central-1', endpoint: url, credentials: { accessKeyId: 'bench', secretAccessKey: 'bench' }, maxAttempts: 1 });
   const started = process.hrtime.bigint();
+  const ownCpu = process.cpuUsage();
+  const serverCpu = cpuSeconds(server.pid!);
+  let nbdCpu = 0;
+  let nbd: number | undefined;
+  const sampler = setInterval(() => {
+    nbd ??= nbdPid();
+    if (nbd) nbdCpu = Math.max(nbdCpu, cpuSeconds(nbd) || 0);
+  }, 200);
   const result = await uploadSnapshot(ebs, {
     image, clientToken: `bench-${Date.now()}`, tags: [{ Key: 'Name', Value: 'pim-bench' }], description: 'pim bench', concurrency: 32,
     signal: new AbortController().signal, log: () => undefined, onStarted: () => undefined,
   });
+  clearInterval(sampler);
+  const own = process.cpuUsage(ownCpu);
+  const serverUsed = cpuSeconds(server.pid!) - serverCpu;
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   ebs.destroy();
   // One sha256sum pass over as many bytes (from the page cache: written, then read once to warm it).
@@ -43,6 +77,7 @@ try {
   console.log(`blocks sent      ${result.blocksSent} of 524288 bytes (${mib(result.blocksSent * 524288)})`);
   console.log(`blocks skipped   ${result.blocksSkipped} (all zero)`);
   console.log(`upload           ${seconds.toFixed(2)} s (${mib(result.bytesRead / seconds)}/s), ${result.retries} retries`);
+  console.log(`CPU              PIM ${((own.user + own.system) / 1e6).toFixed(2)} s, qemu-nbd ${nbdCpu.toFixed(2)} s (or more), test endpoint ${serverUsed.toFixed(2)} s`);
   console.log(`sha256sum pass   ${shaSeconds.toFixed(2)} s over ${mib(Math.ceil(allocated / 1048576) * 1048576)}`);
   console.log(`ratio            ${(seconds / shaSeconds).toFixed(2)}x one sha256sum pass`);
 } finally {

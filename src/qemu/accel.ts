@@ -58,7 +58,7 @@ export async function probeAccelerator(arch: Arch, accel: Accelerator, options: 
   // A hardware accelerator has lost once it needs longer than TCG did: no need to wait longer.
   const limit = accel !== 'tcg' && options.tcgWorkloadMs !== undefined ? Math.max(500, options.tcgWorkloadMs) : undefined;
   const verdict = await runX86Probe(accel, timeoutMs, limit);
-  if (accel !== 'tcg' && options.tcgWorkloadMs !== undefined && (verdict.workloadMs ?? 0) > options.tcgWorkloadMs) {
+  if (verdict.usable && accel !== 'tcg' && options.tcgWorkloadMs !== undefined && (verdict.workloadMs ?? 0) > options.tcgWorkloadMs) {
     return {
       usable: false,
       workloadMs: verdict.workloadMs,

@@ -15,8 +15,8 @@ export interface DataExtent {
  * The data extents of an image, from `qemu-img map --output=json`: what a guest would read as
  * anything but zeros lies inside them. Adjacent extents are merged.
  */
-export async function dataExtents(image: string, log?: LogFn): Promise<{ extents: DataExtent[]; virtualSize: number }> {
-  const { stdout } = await runChecked('qemu-img', ['map', '--output=json', image], { log });
+export async function dataExtents(image: string, log?: LogFn, format: 'qcow2' | 'raw' = 'qcow2'): Promise<{ extents: DataExtent[]; virtualSize: number }> {
+  const { stdout } = await runChecked('qemu-img', ['map', '--output=json', '-f', format, image], { log });
   const entries = JSON.parse(stdout) as { start: number; length: number; data: boolean; zero: boolean }[];
   const extents: DataExtent[] = [];
   let virtualSize = 0;
@@ -52,7 +52,7 @@ export class ImageReader {
   private waiters: { need: number; resolve: (b: Buffer) => void; reject: (e: Error) => void }[] = [];
   private replyMode = false;
   private header = Buffer.alloc(0);
-  private pending = new Map<bigint, { offset: number; length: number; resolve: (b: Buffer) => void; reject: (e: Error) => void }>();
+  private pending = new Map<bigint, { offset: number; length: number; into?: Buffer; resolve: (b: Buffer) => void; reject: (e: Error) => void }>();
   private current?: { out: Buffer; filled: number; resolve: (b: Buffer) => void; reject: (e: Error) => void };
   private failed?: Error;
   private nextHandle = 1n;
@@ -165,11 +165,14 @@ export class ImageReader {
   }
 
   /**
-   * `length` bytes at `offset` of the guest-visible disk. Requests are pipelined: qemu-nbd works
-   * on several at once (decompressing on more than one core) and replies in any order.
+   * `length` bytes at `offset` of the guest-visible disk, in a new buffer or, to spare the
+   * allocation, written into the start of `into`. Requests are pipelined: qemu-nbd works on
+   * several at once (decompressing on more than one core) and replies in any order.
    */
-  read(offset: number, length: number): Promise<Buffer> {
+  read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
     if (this.failed) return Promise.reject(this.failed);
+    if (into && into.length < length) return Promise.reject(new RangeError(`a ${into.length}-byte buffer cannot take ${length} bytes`));
+    if (length === 0) return Promise.resolve(Buffer.alloc(0));
     const handle = this.nextHandle++;
     const request = Buffer.alloc(28);
     request.writeUInt32BE(NBD_REQUEST_MAGIC, 0);
@@ -179,7 +182,7 @@ export class ImageReader {
     request.writeBigUInt64BE(BigInt(offset), 16);
     request.writeUInt32BE(length, 24);
     return new Promise((resolve, reject) => {
-      this.pending.set(handle, { offset, length, resolve, reject });
+      this.pending.set(handle, { offset, length, into, resolve, reject });
       this.socket.write(request);
     });
   }
@@ -217,11 +220,8 @@ export class ImageReader {
         request.reject(new WorkError(`qemu-nbd could not read ${request.length} bytes at ${request.offset} (NBD error ${error})`));
         continue;
       }
-      this.current = { out: Buffer.allocUnsafe(request.length), filled: 0, resolve: request.resolve, reject: request.reject };
-      if (request.length === 0) {
-        this.current = undefined;
-        request.resolve(Buffer.alloc(0));
-      }
+      const out = request.into ? request.into.subarray(0, request.length) : Buffer.allocUnsafe(request.length);
+      this.current = { out, filled: 0, resolve: request.resolve, reject: request.reject };
     }
   }
 

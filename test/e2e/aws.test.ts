@@ -124,7 +124,7 @@ test('throttled every third PutSnapshotBlock: the upload completes, the retries 
   const m = /(\d+) retries/.exec(r.stderr);
   assert.ok(m && Number(m[1]) === f.throttled, `retries reported: ${m?.[1]}, throttled: ${f.throttled}`);
   const logs = execFileSync('sh', ['-c', `cat ${join(box.root, 'state', 'pim', 'logs')}/deploy-small-x86_64-aws-throttle-*.log`], { encoding: 'utf8' });
-  assert.match(logs, /ebs:PutSnapshotBlock: RequestThrottledException \(attempt 1 of 8\); retrying/);
+  assert.match(logs, /ebs:PutSnapshotBlock: RequestThrottledException \(throttled 1 of 20\); retrying/);
 });
 
 test('AccessDenied on StartSnapshot: exit 1 naming ebs:StartSnapshot, nothing recorded', { skip: rootSkip, timeout: 5 * 60_000 }, async () => {

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { createArgs, importedVolume, parseConfig, parseNextId, setArgs } from '../../src/deploy/proxmox/qm.js';
 import { plistText, utmConfig } from '../../src/deploy/utm/config-plist.js';
 import { expandName, proxmoxTargetSchema } from '../../src/deploy/targets.js';
-import { blocksOfExtents } from '../../src/deploy/aws/ebs-upload.js';
+import { AdaptiveLimit, blocksOfExtents } from '../../src/deploy/aws/ebs-upload.js';
 import { registerImageInput } from '../../src/deploy/aws/aws-deployer.js';
 import { userData } from '../../src/deploy/seed.js';
 import { utmBundleProblems } from '../helpers/utm-bundle.js';
@@ -72,6 +72,37 @@ test('EBS blocks: only those overlapping data, each with the ranges inside it', 
   assert.deepEqual([...blocks.keys()], [0, 2, 3]);
   assert.deepEqual(blocks.get(2), [{ start: 524288 * 3 - 10, length: 10 }]);
   assert.deepEqual(blocks.get(3), [{ start: 524288 * 3, length: 10 }]);
+});
+
+test('EBS uploads slow down when throttled: the limit halves once per second of refusals, grows back by one per limit successes, and acquire waits for a free slot', async () => {
+  const limit = new AdaptiveLimit(32);
+  limit.throttled(10_000);
+  limit.throttled(10_500); // the same burst: counted once
+  assert.equal(limit.limit, 16);
+  limit.throttled(11_000);
+  limit.throttled(12_000);
+  limit.throttled(13_000);
+  limit.throttled(14_000);
+  limit.throttled(15_000);
+  assert.equal(limit.limit, 1);
+  assert.equal(limit.lowest, 1);
+  limit.succeeded();
+  assert.equal(limit.limit, 2);
+  limit.succeeded();
+  assert.equal(limit.limit, 2);
+  limit.succeeded();
+  assert.equal(limit.limit, 3);
+
+  const small = new AdaptiveLimit(2);
+  await small.acquire();
+  await small.acquire();
+  let third = false;
+  const waiting = small.acquire().then(() => (third = true));
+  await new Promise((r) => setImmediate(r));
+  assert.equal(third, false, 'a third block must wait while two are in flight');
+  small.release();
+  await waiting;
+  assert.equal(third, true);
 });
 
 test('RegisterImage: hvm, ENA, gp3 root on /dev/xvda, IMDSv2; uefi for arm64, legacy-bios for the BIOS-booting x86_64 image', () => {

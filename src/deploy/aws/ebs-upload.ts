@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, webcrypto } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { CompleteSnapshotCommand, PutSnapshotBlockCommand, StartSnapshotCommand, type EBSClient } from '@aws-sdk/client-ebs';
 import { WorkError } from '../../errors.js';
@@ -57,81 +57,102 @@ export async function uploadSnapshot(ebs: EBSClient, options: UploadOptions): Pr
   const dataBytes = extents.reduce((sum, e) => sum + e.length, 0);
   options.log(`image: ${virtualSize} bytes virtual, ${dataBytes} bytes of data in ${extents.length} extents, ${blocks.size} blocks of ${EBS_BLOCK_SIZE} to read`);
   const counter: RetryCounter = { retries: 0 };
-  const started = await withRetries(
-    'ebs:StartSnapshot',
-    () =>
-      ebs.send(
-        new StartSnapshotCommand({ VolumeSize: volumeSizeGiB, ClientToken: options.clientToken, Tags: options.tags, Description: options.description, Timeout: 60 }),
-        { abortSignal: options.signal },
-      ),
-    counter,
-    options,
-  );
-  const snapshotId = started.SnapshotId!;
-  options.onStarted(snapshotId);
-  if (started.BlockSize !== undefined && started.BlockSize !== EBS_BLOCK_SIZE) {
-    throw new WorkError(`EBS answered a block size of ${started.BlockSize}; PIM writes ${EBS_BLOCK_SIZE}-byte blocks`);
-  }
-  options.log(`started snapshot ${snapshotId} (${volumeSizeGiB} GiB)`);
-
+  // The image is opened before the snapshot is started: an unreadable image costs no snapshot.
   const reader = await ImageReader.open(options.image, 'qcow2', options.log);
   // Every request in flight listens on the one signal.
   setMaxListeners(options.concurrency + 16, options.signal);
   const digests = new Map<number, Buffer>();
+  const limit = new AdaptiveLimit(Math.max(1, options.concurrency));
+  const free: Buffer[] = [];
+  let snapshotId = '';
   let skipped = 0;
   let done = 0;
   try {
+    const started = await withRetries(
+      'ebs:StartSnapshot',
+      () =>
+        ebs.send(
+          new StartSnapshotCommand({ VolumeSize: volumeSizeGiB, ClientToken: options.clientToken, Tags: options.tags, Description: options.description, Timeout: 60 }),
+          { abortSignal: options.signal },
+        ),
+      counter,
+      options,
+    );
+    snapshotId = started.SnapshotId!;
+    options.onStarted(snapshotId);
+    if (started.BlockSize !== undefined && started.BlockSize !== EBS_BLOCK_SIZE) {
+      throw new WorkError(`EBS answered a block size of ${started.BlockSize}; PIM writes ${EBS_BLOCK_SIZE}-byte blocks`);
+    }
+    options.log(`started snapshot ${snapshotId} (${volumeSizeGiB} GiB)`);
+
     const indices = [...blocks.keys()].sort((a, b) => a - b);
     let next = 0;
     const worker = async () => {
       while (next < indices.length) {
-        if (options.signal.aborted) throw new WorkError('interrupted');
-        const index = indices[next++]!;
-        const ranges = blocks.get(index)!;
-        let block: Buffer;
-        if (ranges.length === 1 && ranges[0]!.length === EBS_BLOCK_SIZE) {
-          // The whole block is data (the common case): the read is the block, no copy.
-          block = await reader.read(ranges[0]!.start, EBS_BLOCK_SIZE);
-          done += EBS_BLOCK_SIZE;
-        } else {
-          block = Buffer.alloc(EBS_BLOCK_SIZE);
-          for (const range of ranges) {
-            const data = await reader.read(range.start, range.length);
-            data.copy(block, range.start - index * EBS_BLOCK_SIZE);
-            done += range.length;
-          }
+        await limit.acquire();
+        try {
+          if (next >= indices.length) break;
+          await sendBlock(indices[next++]!);
+        } finally {
+          limit.release();
         }
-        options.progress?.(done, dataBytes);
-        if (isZero(block)) {
-          skipped++;
-          continue;
-        }
-        const digest = createHash('sha256').update(block).digest();
-        await withRetries(
-          'ebs:PutSnapshotBlock',
-          () =>
-            ebs.send(
-              withPayloadDigest(new PutSnapshotBlockCommand({
-                SnapshotId: snapshotId,
-                BlockIndex: index,
-                BlockData: block,
-                DataLength: EBS_BLOCK_SIZE,
-                Checksum: digest.toString('base64'),
-                ChecksumAlgorithm: 'SHA256',
-                Progress: Math.min(100, Math.floor((100 * done) / Math.max(1, dataBytes))),
-              }), digest),
-              { abortSignal: options.signal },
-            ),
-          counter,
-          options,
-        );
-        digests.set(index, digest);
       }
+    };
+    const sendBlock = async (index: number) => {
+      if (options.signal.aborted) throw new WorkError('interrupted');
+      const ranges = blocks.get(index)!;
+      // Block buffers are reused once their request is done: 1 GiB of data is not 2000 buffers
+      // for the garbage collector.
+      const block = free.pop() ?? Buffer.allocUnsafe(EBS_BLOCK_SIZE);
+      try {
+        await putBlock(index, ranges, block);
+      } finally {
+        free.push(block);
+      }
+    };
+    const putBlock = async (index: number, ranges: DataExtent[], block: Buffer) => {
+      if (ranges.length === 1 && ranges[0]!.length === EBS_BLOCK_SIZE) {
+        // The whole block is data (the common case): read straight into the block.
+        await reader.read(ranges[0]!.start, EBS_BLOCK_SIZE, block);
+        done += EBS_BLOCK_SIZE;
+      } else {
+        block.fill(0);
+        await Promise.all(ranges.map((range) => reader.read(range.start, range.length, block.subarray(range.start - index * EBS_BLOCK_SIZE))));
+        for (const range of ranges) done += range.length;
+      }
+      options.progress?.(done, dataBytes);
+      if (isZero(block)) {
+        skipped++;
+        return;
+      }
+      // Hashed on libuv's thread pool: the main thread is busy enough with HTTP and NBD.
+      const digest = Buffer.from(await webcrypto.subtle.digest('SHA-256', block));
+      await withRetries(
+        'ebs:PutSnapshotBlock',
+        () =>
+          ebs.send(
+            withPayloadDigest(new PutSnapshotBlockCommand({
+              SnapshotId: snapshotId,
+              BlockIndex: index,
+              BlockData: block,
+              DataLength: EBS_BLOCK_SIZE,
+              Checksum: digest.toString('base64'),
+              ChecksumAlgorithm: 'SHA256',
+              Progress: Math.min(100, Math.floor((100 * done) / Math.max(1, dataBytes))),
+            }), digest),
+            { abortSignal: options.signal },
+          ),
+        counter,
+        { ...options, onThrottled: () => limit.throttled() },
+      );
+      limit.succeeded();
+      digests.set(index, digest);
     };
     await Promise.all(Array.from({ length: Math.min(options.concurrency, Math.max(1, indices.length)) }, worker));
   } finally {
     await reader.close();
   }
+  if (limit.lowest < limit.max) options.log(`throttled: concurrency went down to ${limit.lowest} of ${limit.max} (${limit.limit} at the end)`);
   // LINEAR aggregation: SHA-256 over the raw digests of the written blocks, in block order.
   const aggregate = createHash('sha256');
   for (const index of [...digests.keys()].sort((a, b) => a - b)) aggregate.update(digests.get(index)!);
@@ -153,6 +174,54 @@ export async function uploadSnapshot(ebs: EBSClient, options: UploadOptions): Pr
   );
   options.log(`completed snapshot ${snapshotId}: ${digests.size} blocks sent, ${skipped} all-zero blocks skipped, ${reader.bytesRead} bytes read, ${counter.retries} retries`);
   return { snapshotId, blocksSent: digests.size, blocksSkipped: skipped, bytesRead: reader.bytesRead, retries: counter.retries, volumeSizeGiB };
+}
+
+/**
+ * How many blocks may be in flight: halved when EBS throttles (at most once a second, so that
+ * one burst of refusals counts once), grown by one after as many successes as the current limit,
+ * up to the configured concurrency.
+ */
+export class AdaptiveLimit {
+  limit: number;
+  lowest: number;
+  private active = 0;
+  private successes = 0;
+  private lastCut = 0;
+  private waiting: (() => void)[] = [];
+
+  constructor(readonly max: number) {
+    this.limit = max;
+    this.lowest = max;
+  }
+
+  async acquire(): Promise<void> {
+    while (this.active >= this.limit) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    this.active++;
+  }
+
+  release(): void {
+    this.active--;
+    this.wake();
+  }
+
+  throttled(now = Date.now()): void {
+    if (now - this.lastCut < 1_000) return;
+    this.lastCut = now;
+    this.limit = Math.max(1, Math.floor(this.limit / 2));
+    this.lowest = Math.min(this.lowest, this.limit);
+    this.successes = 0;
+  }
+
+  succeeded(): void {
+    if (this.limit >= this.max || ++this.successes < this.limit) return;
+    this.limit++;
+    this.successes = 0;
+    this.wake();
+  }
+
+  private wake(): void {
+    for (let free = this.limit - this.active; free > 0 && this.waiting.length; free--) this.waiting.shift()!();
+  }
 }
 
 const ZERO_BLOCK = Buffer.alloc(EBS_BLOCK_SIZE);

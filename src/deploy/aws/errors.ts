@@ -41,22 +41,41 @@ export function describeAwsError(action: string, err: unknown): WorkError {
 /**
  * Runs an AWS call, retrying throttling and server errors with exponential back-off and jitter
  * (the SDK's own retries are off, so every retry is counted and logged); other errors become a
- * WorkError that names the IAM action.
+ * WorkError that names the IAM action. Throttling has a budget of its own, larger than that of
+ * server errors: it says "slower", not "broken", and `onThrottled` lets the caller slow down.
  */
-export async function withRetries<T>(action: string, call: () => Promise<T>, counter: RetryCounter, options: { signal: AbortSignal; log: (line: string) => void; attempts?: number }): Promise<T> {
+export async function withRetries<T>(
+  action: string,
+  call: () => Promise<T>,
+  counter: RetryCounter,
+  options: { signal: AbortSignal; log: (line: string) => void; attempts?: number; throttledAttempts?: number; onThrottled?: () => void },
+): Promise<T> {
   const attempts = options.attempts ?? 8;
+  const throttledAttempts = options.throttledAttempts ?? 20;
+  let failures = 0;
+  let throttles = 0;
   for (let attempt = 1; ; attempt++) {
     try {
       return await call();
     } catch (err) {
       if (options.signal.aborted) throw err;
-      if (attempt >= attempts || !retryable(err)) throw describeAwsError(action, err);
+      if (!retryable(err)) throw describeAwsError(action, err);
+      const throttled = isThrottling(err);
+      if (throttled) throttles++;
+      else failures++;
+      if (failures >= attempts || throttles >= throttledAttempts) throw describeAwsError(action, err);
+      if (throttled) options.onThrottled?.();
       counter.retries++;
-      const delay = Math.min(5_000, 100 * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2);
-      options.log(`${action}: ${(err as AwsError).name ?? 'error'} (attempt ${attempt} of ${attempts}); retrying in ${Math.round(delay)} ms`);
+      const delay = Math.min(5_000, 100 * 2 ** (Math.min(attempt, 16) - 1)) * (0.5 + Math.random() / 2);
+      const budget = throttled ? `throttled ${throttles} of ${throttledAttempts}` : `attempt ${failures} of ${attempts}`;
+      options.log(`${action}: ${(err as AwsError).name ?? 'error'} (${budget}); retrying in ${Math.round(delay)} ms`);
       await new Promise((r) => setTimeout(r, delay));
     }
   }
+}
+
+function isThrottling(err: unknown): boolean {
+  return THROTTLING.has((err as AwsError).name ?? '');
 }
 
 /** A single AWS call with PIM's error message (no retries). */
