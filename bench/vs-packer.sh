@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # PIM against Packer 1.6.6 (Debian's `packer`, its builtin qemu builder), side by side on the
-# same media, preseed and scripts and the same VM shape, N rounds (default 2), alternating:
+# same media, preseed and scripts and the same VM shape, N rounds (default 2), alternating
+# (Packer first in each round):
 #
 #   bench/vs-packer.sh [N]
 #
@@ -59,18 +60,6 @@ declare -a pim_total packer_total
 results="$work/results.txt"
 : > "$results"
 for round in $(seq 1 "$rounds"); do
-  # PIM, cold.
-  pim build clean --packages > /dev/null
-  log="$work/pim-$round.log"
-  t0=$(stamp)
-  pim build run default --arch x86_64 --force > /dev/null 2> "$log"
-  t1=$(stamp)
-  total=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')
-  steps=$(grep -E '^<== [a-z]+ done in' "$log" | awk '{printf "%s %s, ", $2, $5}')
-  size=$(pim build show default --arch x86_64 --json | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).file_size)')
-  echo "round $round PIM    ${total} s: ${steps%, }; image $(awk -v b="$size" 'BEGIN{printf "%.1f", b/1048576}') MiB" | tee -a "$results"
-  pim_total+=("$total")
-
   # Packer.
   out="$work/packer-out-$round"
   plog="$work/packer-$round.log"
@@ -79,7 +68,7 @@ for round in $(seq 1 "$rounds"); do
       -var "iso=$iso_entry" -var "iso_checksum=$iso_sum" -var "http_dir=$work/http" -var "output_dir=$out" \
       -var "scripts_dir=$work/scripts" -var "user=$user" -var "password=$password" packer.json > "$work/packer-$round.out" 2>&1 ) &
   packer_pid=$!
-  wait "$packer_pid" || { tail -20 "$work/packer-$round.out" >&2; exit 1; }
+  wait "$packer_pid" || { tail -20 "$work/packer-$round.out" >&2; grep -iE 'qemu stderr|error' "$plog" | tail -5 >&2; exit 1; }
   packer_pid=""
   t1=$(stamp)
   total=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')
@@ -96,6 +85,18 @@ for round in $(seq 1 "$rounds"); do
   echo "round $round Packer ${total} s: ${phases}; image $(awk -v b="$size" 'BEGIN{printf "%.1f", b/1048576}') MiB" | tee -a "$results"
   packer_total+=("$total")
   rm -rf "$out"
+  # PIM, cold.
+  pim build clean --packages > /dev/null
+  log="$work/pim-$round.log"
+  t0=$(stamp)
+  pim build run default --arch x86_64 --force > /dev/null 2> "$log"
+  t1=$(stamp)
+  total=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')
+  steps=$(grep -E '^<== [a-z]+ done in' "$log" | awk '{printf "%s %s, ", $2, $5}')
+  size=$(pim build show default --arch x86_64 --json | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).file_size)')
+  echo "round $round PIM    ${total} s: ${steps%, }; image $(awk -v b="$size" 'BEGIN{printf "%.1f", b/1048576}') MiB" | tee -a "$results"
+  pim_total+=("$total")
+
 done
 mean() { local s=0; for x in "$@"; do s=$(awk -v a="$s" -v b="$x" 'BEGIN{print a+b}'); done; awk -v s="$s" -v n="$#" 'BEGIN{printf "%.1f", s/n}'; }
 pm=$(mean "${pim_total[@]}"); km=$(mean "${packer_total[@]}")
