@@ -56,7 +56,7 @@ export interface LayerState {
 
 /** A new overlay in the work dir on top of `backing`: the disk the next VM writes to. */
 async function overlayOn(ctx: StepContext, backing: string, path: string): Promise<void> {
-  await runChecked('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', backing, '-F', 'qcow2', path], { log: (l) => ctx.log.line(l) });
+  await disks(ctx).overlay(backing, path);
 }
 
 const disks = (ctx: StepContext) => new DiskImages('qemu-img', (line) => ctx.log.line(line));
@@ -400,7 +400,7 @@ async function takeLayer(state: LocalBuildState, ctx: StepContext, index: number
     try {
       const frozen = await agent.freeze();
       try {
-        await vm.snapshotDisk(next);
+        await vm.snapshotDisk(state.diskPath, next, disks(ctx));
       } finally {
         await agent.thaw();
       }
@@ -410,7 +410,7 @@ async function takeLayer(state: LocalBuildState, ctx: StepContext, index: number
     }
   } else {
     await state.ssh!.execAsRoot('sync');
-    await vm.snapshotDisk(next);
+    await vm.snapshotDisk(state.diskPath, next, disks(ctx));
     method = 'no guest agent: synced';
   }
   state.layers.done.push({ index, file: state.diskPath });

@@ -6,6 +6,7 @@ import { WorkError } from '../errors.js';
 import { installSignalHandlers } from '../lifecycle.js';
 import { spawnManaged, type LogFn } from '../process.js';
 import { qemuCommand, type QemuCommand, type VmSpec } from './command.js';
+import type { DiskImages } from './disk.js';
 import { leasePort, type PortLease } from './ports.js';
 import { QmpClient } from './qmp.js';
 
@@ -80,8 +81,14 @@ export class Vm {
    * `overlay` (created here, backed by the file written so far), which stays untouched from
    * then on. The caller makes the guest's file systems consistent first (a freeze, or a sync).
    */
-  async snapshotDisk(overlay: string): Promise<void> {
-    await this.qmp.execute('blockdev-snapshot-sync', { device: 'disk0', 'snapshot-file': overlay, format: 'qcow2', mode: 'absolute-paths' }, 60_000);
+  /**
+   * Switches disk0 from `current`, the file it writes to, to a new overlay on top of it. The
+   * overlay is created first (qemu-img, with PIM's work-disk options, `current` as its backing
+   * file), then QEMU takes it over as it is (mode existing).
+   */
+  async snapshotDisk(current: string, overlay: string, disks: DiskImages): Promise<void> {
+    await disks.overlay(current, overlay);
+    await this.qmp.execute('blockdev-snapshot-sync', { device: 'disk0', 'snapshot-file': overlay, format: 'qcow2', mode: 'existing' }, 60_000);
   }
 
   get hasExited(): boolean {

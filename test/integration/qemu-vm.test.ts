@@ -5,6 +5,8 @@ import { once } from 'node:events';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Vm, type VmSpecInput } from '../../src/qemu/vm.js';
+import { DiskImages } from '../../src/qemu/disk.js';
+import { execFileSync } from 'node:child_process';
 import { processAlive, tinyVm, until } from '../helpers/fixtures.js';
 import { repoRoot, sandbox } from '../helpers/env.js';
 
@@ -121,4 +123,38 @@ test('the accelerator the probe selects for x86_64 really boots a Linux kernel (
   } finally {
     vm.kill();
   }
+});
+
+test('a layer taken while the VM runs: QEMU writes to the new overlay (128 KiB clusters with 4 KiB subclusters), the layer below keeps its bytes', async () => {
+  const disks = new DiskImages();
+  const base = join(box.root, 'layer-disk.qcow2');
+  const overlay = join(box.root, 'layer-disk-1.qcow2');
+  await disks.create(base, '64M');
+  const vm = await Vm.start({ spec: { ...spec('layer'), disk: { path: base, format: 'qcow2', cache: 'unsafe' } } });
+  try {
+    await until(() => serial('layer').includes('waiting for the power button'), 120_000, 'the guest to boot');
+    const write = (what: string) => vm.qmp.execute<string>('human-monitor-command', { 'command-line': `qemu-io disk0 "${what}"` });
+    // (HMP's qemu-io prints its result on QEMU's stdout, not in the reply: the files are checked below.)
+    await write('write -P 0x11 0 4k');
+    await vm.snapshotDisk(base, overlay, disks);
+    await write('write -P 0x22 4096 4k');
+    const blocks = (await vm.qmp.execute('query-block', {})) as { device: string; inserted?: { file: string; image: { 'backing-image'?: { filename: string } } } }[];
+    const disk0 = blocks.find((b) => b.device === 'disk0')!;
+    assert.equal(disk0.inserted!.file, overlay);
+    assert.equal(disk0.inserted!.image['backing-image']!.filename, base);
+    await vm.stop({ timeoutMs: 30_000 });
+  } finally {
+    vm.kill();
+  }
+  const info = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', overlay], { encoding: 'utf8' })) as { 'cluster-size': number; 'backing-filename': string; 'format-specific': { data: { 'extended-l2'?: boolean } } };
+  assert.equal(info['cluster-size'], 131072);
+  assert.equal(info['format-specific'].data['extended-l2'], true);
+  assert.equal(info['backing-filename'], base);
+  const read = (file: string, at: number) => execFileSync('qemu-io', ['-f', 'qcow2', '-c', `read -P ${at === 0 ? '0x11' : '0x22'} ${at} 4k`, file], { encoding: 'utf8' });
+  assert.match(read(overlay, 0), /read 4096\/4096 bytes/, 'the overlay shows the layer below through its backing file');
+  assert.match(read(overlay, 4096), /read 4096\/4096 bytes/);
+  assert.match(execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'read -P 0 4096 4k', base], { encoding: 'utf8' }), /read 4096\/4096 bytes/, 'the write after the layer went to the overlay only');
+  const map = JSON.parse(execFileSync('qemu-img', ['map', '--output=json', '-f', 'qcow2', overlay], { encoding: 'utf8' })) as { start: number; length: number; depth: number; data: boolean }[];
+  const own = map.filter((e) => e.depth === 0 && e.data);
+  assert.equal(own.reduce((n, e) => n + e.length, 0), 4096, `the overlay allocated one 4 KiB subcluster, not a whole cluster: ${JSON.stringify(own)}`);
 });
