@@ -152,3 +152,29 @@ test('interrupted during the upload: exit 130, nothing recorded, the started sna
   assert.equal(f.snapshots.size, 0, 'the snapshot is gone');
   assert.deepEqual((await records()).filter((d) => d.target === 'aws-slow'), []);
 });
+
+test('method import: the AMI is registered from the snapshot VM Import made out of the S3 upload, the S3 object deleted; without a bucket, exit 2 naming the target', { skip: rootSkip, timeout: 10 * 60_000 }, async () => {
+  const f = await fake();
+  const file = join(box.root, 'import.qcow2');
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', file, '2G']);
+  execFileSync('qemu-io', ['-c', 'write -P 0x6b 3M 1M', file]);
+  await new Registry(join(box.root, 'data', 'pim', 'registry.yml')).registerImage({ ...image, arch: 'arm64', path: file, sha256: await hashFile(file), file_size: readFileSync(file).length, virtual_size: 2 * 1024 ** 3 });
+
+  target('aws-import-nobucket', f, '  method: import\n');
+  const refused = await pim(box, ['deploy', 'run', SHARED_PROFILE, 'aws-import-nobucket', '--arch', 'arm64'], { env: AWS_ENV });
+  assert.equal(refused.status, 2, refused.stderr);
+  assert.match(refused.stderr, /target 'aws-import-nobucket': method 'import' needs 'bucket'/);
+  assert.equal(f.calls.length, 0, 'nothing was called');
+
+  target('aws-import', f, '  method: import\n  bucket: pim-imports\n');
+  const r = await pim(box, ['deploy', 'run', SHARED_PROFILE, 'aws-import', '--arch', 'arm64', '--json'], { env: AWS_ENV });
+  assert.equal(r.status, 0, r.stderr);
+  const { ami, snapshot } = JSON.parse(r.stdout).ids;
+  assert.ok(f.calls.includes('ImportSnapshot') && !f.calls.includes('StartSnapshot'), f.calls.join(' '));
+  const snap = f.snapshots.get(snapshot)!;
+  assert.deepEqual([...snap.blocks.keys()].sort((a, b) => a - b), [6, 7], 'the 1 MiB written at 3 MiB, as two blocks');
+  assert.ok(snap.blocks.get(6)!.every((b) => b === 0x6b) && snap.blocks.get(7)!.every((b) => b === 0x6b));
+  assert.equal(f.images.get(ami)!.params['BlockDeviceMapping.1.Ebs.SnapshotId'], snapshot);
+  assert.equal(f.objects.size, 0, 'the S3 object is deleted after the import');
+  assert.deepEqual((await records()).find((d) => d.target === 'aws-import')!.ids, { ami, snapshot, region: 'eu-central-1' });
+});

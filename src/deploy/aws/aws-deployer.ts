@@ -1,5 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { join } from 'node:path';
 import { EBSClient } from '@aws-sdk/client-ebs';
+import { S3Client } from '@aws-sdk/client-s3';
 import {
   DeleteSnapshotCommand,
   DeregisterImageCommand,
@@ -15,12 +17,13 @@ import { runSteps, type Step } from '../../builder/steps.js';
 import type { DeployContext, Deployer, DeployResult, DeploymentStatus } from '../deployer.js';
 import type { AwsTarget } from '../targets.js';
 import { uploadSnapshot } from './ebs-upload.js';
+import { cancelImport, importSnapshot } from './s3-import.js';
 import { awsCall, describeAwsError } from './errors.js';
 
 // The SDK warns on Node 20 that releases after early 2027 need Node 22; PIM pins a release that supports 20.
 process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
 
-function clients(target: AwsTarget): { ebs: EBSClient; ec2: EC2Client } {
+function clients(target: AwsTarget): { ebs: EBSClient; ec2: EC2Client; s3: S3Client } {
   const config = {
     ...(target.region ? { region: target.region } : {}),
     ...(target.profile ? { profile: target.profile } : {}),
@@ -28,7 +31,13 @@ function clients(target: AwsTarget): { ebs: EBSClient; ec2: EC2Client } {
     // PIM retries itself (and counts it): the SDK's own retries stay off.
     maxAttempts: 1,
   };
-  return { ebs: new EBSClient(config), ec2: new EC2Client(config) };
+  return {
+    ebs: new EBSClient(config),
+    ec2: new EC2Client(config),
+    // Path-style addressing for a custom endpoint (S3-compatible stores, the tests); the parts go
+    // with Content-MD5, so the SDK's own CRC checksums (and aws-chunked bodies) stay off.
+    s3: new S3Client({ ...config, forcePathStyle: !!target.endpoint, requestChecksumCalculation: 'WHEN_REQUIRED' }),
+  };
 }
 
 /**
@@ -64,7 +73,9 @@ interface AwsState {
   ctx: DeployContext<AwsTarget>;
   ebs: EBSClient;
   ec2: EC2Client;
+  s3: S3Client;
   snapshotId?: string;
+  importTaskId?: string;
   imageId?: string;
   region?: string;
   done: boolean;
@@ -100,8 +111,8 @@ const steps: Step<AwsState>[] = [
     name: 'snapshot',
     async run(state) {
       const { ctx } = state;
-      if (ctx.target.method === 'import') throw new ConfigError(`target '${ctx.targetName}': method 'import' (S3 + ImportSnapshot) is not available in this version of PIM; use 'ebs-direct'`);
       state.region = await state.ebs.config.region();
+      if (ctx.target.method === 'import') return importThroughS3(state);
       ctx.say(`uploading ${ctx.image.path} as an EBS snapshot in ${state.region} (EBS direct APIs)`);
       const bar = ctx.progress?.('uploading the data blocks');
       const result = await uploadSnapshot(state.ebs, {
@@ -124,7 +135,14 @@ const steps: Step<AwsState>[] = [
       }, ctx.say);
     },
     async cleanup(state, ctx, outcome) {
-      if (outcome === 'success' || !state.snapshotId) return;
+      if (outcome === 'success') return;
+      if (state.importTaskId && !state.snapshotId) {
+        await cancelImport(state.ec2, state.importTaskId).then(
+          () => ctx.say(`cancelled the import task ${state.importTaskId}`),
+          (err: unknown) => ctx.say(`warning: could not cancel the import task ${state.importTaskId} (${errorMessage(err)}); cancel it yourself: aws ec2 cancel-import-task --import-task-id ${state.importTaskId}`),
+        );
+      }
+      if (!state.snapshotId) return;
       // A snapshot of an unfinished deploy is deleted (or named, so the user can).
       await state.ec2.send(new DeleteSnapshotCommand({ SnapshotId: state.snapshotId })).then(
         () => ctx.say(`deleted the unfinished snapshot ${state.snapshotId}`),
@@ -157,17 +175,51 @@ const steps: Step<AwsState>[] = [
   },
 ];
 
+/** `method: import`: the snapshot made by VM Import from the image uploaded to S3. */
+async function importThroughS3(state: AwsState): Promise<void> {
+  const { ctx } = state;
+  const bucket = ctx.target.bucket;
+  if (!bucket) throw new ConfigError(`target '${ctx.targetName}': method 'import' needs 'bucket' (an S3 bucket the '${ctx.target.role ?? 'vmimport'}' role can read)`);
+  const role = ctx.target.role ?? 'vmimport';
+  const short = ctx.image.cache_key.slice(0, 12);
+  const key = `pim/${ctx.image.profile}-${ctx.image.arch}-${short}.vmdk`;
+  ctx.say(`importing ${ctx.image.path} through s3://${bucket}/${key} in ${state.region} (S3 + ImportSnapshot, role ${role})`);
+  const bar = ctx.progress?.('uploading to S3');
+  const result = await importSnapshot({
+    s3: state.s3,
+    ec2: state.ec2,
+    image: ctx.image.path,
+    bucket,
+    key,
+    role,
+    workDir: join(ctx.project.paths.cacheDir, 'aws-uploads', `${ctx.targetName}-${short}`),
+    clientToken: createHash('sha256').update(`${ctx.image.cache_key}:${ctx.targetName}:${randomBytes(8).toString('hex')}`).digest('hex').slice(0, 64),
+    tags: tagsFor(ctx),
+    description: `PIM image ${ctx.image.profile}/${ctx.image.arch} ${short}`,
+    timeoutS: ctx.target.timeout,
+    signal: ctx.signal,
+    log: (line) => ctx.log.line(line),
+    say: ctx.say,
+    progress: (done, total) => bar?.update(done, total),
+    onTask: (id) => (state.importTaskId = id),
+  });
+  bar?.done();
+  state.snapshotId = result.snapshotId;
+  ctx.say(`snapshot ${result.snapshotId} imported: ${result.partsSent} part(s) sent, ${result.partsReused} reused, ${result.retries} retries`);
+}
+
 /** Deploys to AWS: an EBS snapshot through the EBS direct APIs (no S3 bucket, no vmimport role), registered as an AMI. */
 export class AwsDeployer implements Deployer<AwsTarget> {
   async deploy(ctx: DeployContext<AwsTarget>): Promise<DeployResult> {
-    const { ebs, ec2 } = clients(ctx.target);
-    const state: AwsState = { ctx, ebs, ec2, done: false };
+    const { ebs, ec2, s3 } = clients(ctx.target);
+    const state: AwsState = { ctx, ebs, ec2, s3, done: false };
     const reporter = { start: (name: string) => ctx.log.line(`== ${name}`), end: () => undefined };
     try {
       await runSteps(steps, state, { signal: ctx.signal, log: ctx.log, say: ctx.say, verbose: false }, reporter);
     } finally {
       ebs.destroy();
       ec2.destroy();
+      s3.destroy();
     }
     return {
       ids: { ami: state.imageId!, snapshot: state.snapshotId!, region: state.region ?? '' },
@@ -176,7 +228,7 @@ export class AwsDeployer implements Deployer<AwsTarget> {
   }
 
   async status(record: DeploymentRecord, ctx: Omit<DeployContext<AwsTarget>, 'image' | 'name' | 'force'>): Promise<DeploymentStatus> {
-    const { ebs, ec2 } = clients({ ...ctx.target, region: record.ids['region'] || ctx.target.region });
+    const { ebs, ec2, s3 } = clients({ ...ctx.target, region: record.ids['region'] || ctx.target.region });
     try {
       const images = await ec2.send(new DescribeImagesCommand({ ImageIds: [record.ids['ami']!] })).catch((err: unknown) => {
         if ((err as { name?: string }).name === 'InvalidAMIID.NotFound') return { Images: [] };
@@ -196,11 +248,12 @@ export class AwsDeployer implements Deployer<AwsTarget> {
     } finally {
       ebs.destroy();
       ec2.destroy();
+      s3.destroy();
     }
   }
 
   async remove(record: DeploymentRecord, ctx: Omit<DeployContext<AwsTarget>, 'image' | 'name' | 'force'>): Promise<void> {
-    const { ebs, ec2 } = clients({ ...ctx.target, region: record.ids['region'] || ctx.target.region });
+    const { ebs, ec2, s3 } = clients({ ...ctx.target, region: record.ids['region'] || ctx.target.region });
     try {
       await ec2.send(new DeregisterImageCommand({ ImageId: record.ids['ami']! })).catch((err: unknown) => {
         if ((err as { name?: string }).name !== 'InvalidAMIID.NotFound' && (err as { name?: string }).name !== 'InvalidAMIID.Unavailable') throw describeAwsError('ec2:DeregisterImage', err);
@@ -213,6 +266,7 @@ export class AwsDeployer implements Deployer<AwsTarget> {
     } finally {
       ebs.destroy();
       ec2.destroy();
+      s3.destroy();
     }
   }
 }
