@@ -125,3 +125,23 @@ test('import into a bucket that does not exist, or without s3:PutObject: one lin
     }
   }
 });
+
+test('import after an interrupted upload of an image that has since been rebuilt: converted again, the stale upload dropped, the snapshot is the new image', { timeout: 180_000 }, async () => {
+  const first = makeImage('rebuilt');
+  const f = new FakeAws();
+  await f.start();
+  try {
+    const workDir = join(dir, 'work-rebuilt');
+    const controller = new AbortController();
+    await assert.rejects(importSnapshot(options(f, first.image, workDir, { signal: controller.signal, progress: (done) => done >= 5 * 1024 * 1024 && controller.abort() })));
+    const second = makeImage('rebuilt'); // the same path, other bytes
+    const again = options(f, second.image, workDir);
+    const result = await importSnapshot(again);
+    assert.equal(result.partsReused, 0);
+    assert.ok(f.calls.includes('AbortMultipartUpload'), f.calls.join(' '));
+    assert.equal(f.uploads.size, 0, 'no multipart upload is left in the bucket');
+    assert.ok(f.snapshotBytes(result.snapshotId).equals(second.raw));
+  } finally {
+    await f.stop();
+  }
+});

@@ -182,7 +182,8 @@ async function importThroughS3(state: AwsState): Promise<void> {
   if (!bucket) throw new ConfigError(`target '${ctx.targetName}': method 'import' needs 'bucket' (an S3 bucket the '${ctx.target.role ?? 'vmimport'}' role can read)`);
   const role = ctx.target.role ?? 'vmimport';
   const short = ctx.image.cache_key.slice(0, 12);
-  const key = `pim/${ctx.image.profile}-${ctx.image.arch}-${short}.vmdk`;
+  // Per target: two targets importing through one bucket never share (or delete) an object.
+  const key = `pim/${ctx.targetName}/${ctx.image.profile}-${ctx.image.arch}-${short}.vmdk`;
   ctx.say(`importing ${ctx.image.path} through s3://${bucket}/${key} in ${state.region} (S3 + ImportSnapshot, role ${role})`);
   const bar = ctx.progress?.('uploading to S3');
   const result = await importSnapshot({
@@ -202,6 +203,7 @@ async function importThroughS3(state: AwsState): Promise<void> {
     say: ctx.say,
     progress: (done, total) => bar?.update(done, total),
     onTask: (id) => (state.importTaskId = id),
+    onSnapshot: (id) => (state.snapshotId = id),
   });
   bar?.done();
   state.snapshotId = result.snapshotId;

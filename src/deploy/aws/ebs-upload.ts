@@ -4,6 +4,7 @@ import { CompleteSnapshotCommand, PutSnapshotBlockCommand, StartSnapshotCommand,
 import { WorkError } from '../../errors.js';
 import { ImageReader, dataExtents, type DataExtent } from '../../qemu/image-reader.js';
 import { awsCall, withRetries, type RetryCounter } from './errors.js';
+import { allOrStop } from './s3-import.js';
 
 export const EBS_BLOCK_SIZE = 524288;
 
@@ -59,11 +60,14 @@ export async function uploadSnapshot(ebs: EBSClient, options: UploadOptions): Pr
   const counter: RetryCounter = { retries: 0 };
   // The image is opened before the snapshot is started: an unreadable image costs no snapshot.
   const reader = await ImageReader.open(options.image, 'qcow2', options.log);
-  // Every request in flight listens on the one signal.
-  setMaxListeners(options.concurrency + 16, options.signal);
   const digests = new Map<number, Buffer>();
   const limit = new AdaptiveLimit(Math.max(1, options.concurrency));
   const free: Buffer[] = [];
+  // One failed block stops the others (they would go on sending after the deploy gave up).
+  const stop = new AbortController();
+  const signal = AbortSignal.any([options.signal, stop.signal]);
+  // Every request in flight listens on the one signal.
+  setMaxListeners(options.concurrency + 16, signal);
   let snapshotId = '';
   let skipped = 0;
   let done = 0;
@@ -99,7 +103,7 @@ export async function uploadSnapshot(ebs: EBSClient, options: UploadOptions): Pr
       }
     };
     const sendBlock = async (index: number) => {
-      if (options.signal.aborted) throw new WorkError('interrupted');
+      if (signal.aborted) throw new WorkError('interrupted');
       const ranges = blocks.get(index)!;
       // Block buffers are reused once their request is done: 1 GiB of data is not 2000 buffers
       // for the garbage collector.
@@ -117,7 +121,10 @@ export async function uploadSnapshot(ebs: EBSClient, options: UploadOptions): Pr
         done += EBS_BLOCK_SIZE;
       } else {
         block.fill(0);
-        await Promise.all(ranges.map((range) => reader.read(range.start, range.length, block.subarray(range.start - index * EBS_BLOCK_SIZE))));
+        // Settled, not raced: no read may still be writing into the block once it is back in the pool.
+        const reads = await Promise.allSettled(ranges.map((range) => reader.read(range.start, range.length, block.subarray(range.start - index * EBS_BLOCK_SIZE))));
+        const failed = reads.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+        if (failed) throw failed.reason;
         for (const range of ranges) done += range.length;
       }
       options.progress?.(done, dataBytes);
@@ -140,15 +147,15 @@ export async function uploadSnapshot(ebs: EBSClient, options: UploadOptions): Pr
               ChecksumAlgorithm: 'SHA256',
               Progress: Math.min(100, Math.floor((100 * done) / Math.max(1, dataBytes))),
             }), digest),
-            { abortSignal: options.signal },
+            { abortSignal: signal },
           ),
         counter,
-        { ...options, onThrottled: () => limit.throttled() },
+        { ...options, signal, onThrottled: () => limit.throttled() },
       );
       limit.succeeded();
       digests.set(index, digest);
     };
-    await Promise.all(Array.from({ length: Math.min(options.concurrency, Math.max(1, indices.length)) }, worker));
+    await allOrStop(Math.min(options.concurrency, Math.max(1, indices.length)), worker, stop);
   } finally {
     await reader.close();
   }

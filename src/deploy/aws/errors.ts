@@ -25,7 +25,8 @@ function retryable(err: unknown): boolean {
 export function describeAwsError(action: string, err: unknown): WorkError {
   const e = err as AwsError;
   const name = e.name ?? 'Error';
-  const message = (e.message ?? errorMessage(err)).split('\n')[0];
+  // EC2 appends an "Encoded authorization failure message" blob to UnauthorizedOperation: not for a terminal.
+  const message = (e.message ?? errorMessage(err)).split('\n')[0]!.replace(/\s*Encoded authorization failure message:.*$/, '');
   if (/AccessDenied|UnauthorizedOperation|Forbidden/.test(name)) {
     return new WorkError(`AWS refused ${action}: the credentials lack the IAM permission '${action}' (${name}: ${message})`);
   }
@@ -34,7 +35,10 @@ export function describeAwsError(action: string, err: unknown): WorkError {
   }
   if (/Expired(Token)?|RequestExpired/.test(name)) return new WorkError(`the AWS credentials have expired (${action}: ${message}); renew them (e.g. aws sso login) and run again`);
   if (/QuotaExceeded|LimitExceeded/.test(name) && !THROTTLING.has(name)) return new WorkError(`an AWS quota stops ${action}: ${name}: ${message}`);
-  if (/ENOTFOUND|getaddrinfo/.test(message)) return new WorkError(`cannot reach the AWS endpoint for ${action} (${message}): is the region right, and does it offer the EBS direct APIs?`);
+  if (/ENOTFOUND|getaddrinfo/.test(message)) {
+    const hint = action.startsWith('ebs:') ? 'is the region right, and does it offer the EBS direct APIs?' : 'is the region (or the endpoint) right?';
+    return new WorkError(`cannot reach the AWS endpoint for ${action} (${message}): ${hint}`);
+  }
   return new WorkError(`${action} failed: ${name}: ${message}`);
 }
 

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, openSync, readFileSync, readSync, closeSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { CompleteMultipartUploadCommand, CreateMultipartUploadCommand, DeleteObjectCommand, HeadObjectCommand, ListPartsCommand, UploadPartCommand, type S3Client } from '@aws-sdk/client-s3';
+import { AbortMultipartUploadCommand, CompleteMultipartUploadCommand, CreateMultipartUploadCommand, DeleteObjectCommand, HeadObjectCommand, ListPartsCommand, UploadPartCommand, type S3Client } from '@aws-sdk/client-s3';
 import { CancelImportTaskCommand, DescribeImportSnapshotTasksCommand, ImportSnapshotCommand, type EC2Client } from '@aws-sdk/client-ec2';
 import { WorkError, errorMessage } from '../../errors.js';
 import { writeFileAtomic } from '../../files/atomic-write.js';
@@ -33,12 +33,16 @@ export interface ImportOptions {
   progress?: (done: number, total: number) => void;
   /** Called once ImportSnapshot answered: the task exists from then on (cleanup must know). */
   onTask(taskId: string): void;
+  /** Called as soon as the task has made its snapshot (before anything else can fail). */
+  onSnapshot?(snapshotId: string): void;
 }
 
 /** What is kept between runs, next to the converted disk: an interrupted upload resumes from it. */
 interface UploadState {
   bucket: string;
   key: string;
+  /** The image the VMDK was made from: another file, or the same path rebuilt, is converted again. */
+  image: { path: string; size: number; mtimeMs: number };
   size: number;
   uploadId?: string;
   /** Set once the object is complete in S3: its ETag. */
@@ -56,14 +60,19 @@ export async function importSnapshot(options: ImportOptions): Promise<{ snapshot
   const disk = join(options.workDir, 'disk.vmdk');
   const stateFile = join(options.workDir, 'upload.json');
   const counter: RetryCounter = { retries: 0 };
+  const source = statSync(options.image);
+  const image = { path: options.image, size: source.size, mtimeMs: source.mtimeMs };
   let state = readState(stateFile);
-  if (!state || !existsSync(disk) || state.bucket !== options.bucket || state.key !== options.key || statSync(disk).size !== state.size) {
+  const same = state && existsSync(disk) && state.bucket === options.bucket && state.key === options.key && statSync(disk).size === state.size && JSON.stringify(state.image) === JSON.stringify(image);
+  if (!state || !same) {
+    // An upload of something else under this key is of no use: drop its parts (best effort).
+    if (state?.uploadId) await dropUpload(options, state.bucket, state.key, state.uploadId);
     rmSync(disk, { force: true });
     options.say(`converting ${options.image} to a stream-optimized VMDK for S3`);
     const partial = `${disk}.partial`;
     await runChecked('qemu-img', ['convert', '-f', 'qcow2', '-O', 'vmdk', '-o', 'subformat=streamOptimized', options.image, partial], { log: options.log });
     renameSync(partial, disk);
-    state = { bucket: options.bucket, key: options.key, size: statSync(disk).size };
+    state = { bucket: options.bucket, key: options.key, image, size: statSync(disk).size };
     writeFileAtomic(stateFile, JSON.stringify(state));
   }
   const uploaded = await uploadObject(options, disk, state, stateFile, counter);
@@ -87,12 +96,17 @@ export async function importSnapshot(options: ImportOptions): Promise<{ snapshot
   const taskId = started.ImportTaskId!;
   options.onTask(taskId);
   options.say(`import task ${taskId} started (role ${options.role}); waiting for its snapshot`);
-  const snapshotId = await waitForImport(options, taskId);
+  const snapshotId = await waitForImport(options, taskId, counter);
+  options.onSnapshot?.(snapshotId);
   await awsCall('s3:DeleteObject', () => options.s3.send(new DeleteObjectCommand({ Bucket: options.bucket, Key: options.key }))).then(
     () => options.log(`deleted s3://${options.bucket}/${options.key}`),
     (err: unknown) => options.say(`warning: could not delete s3://${options.bucket}/${options.key} (${errorMessage(err)}); the snapshot does not need it`),
   );
-  rmSync(options.workDir, { recursive: true, force: true });
+  try {
+    rmSync(options.workDir, { recursive: true, force: true });
+  } catch (err) {
+    options.say(`warning: could not remove ${options.workDir} (${errorMessage(err)})`);
+  }
   return { snapshotId, retries: counter.retries, ...uploaded };
 }
 
@@ -119,12 +133,12 @@ function readPart(file: string, index: number, size: number, partSize: number): 
 
 async function uploadObject(options: ImportOptions, disk: string, state: UploadState, stateFile: string, counter: RetryCounter): Promise<{ partsSent: number; partsReused: number }> {
   const { s3, bucket, key } = options;
-  const partSize = options.partSize ?? PART_SIZE;
+  // S3 takes at most 10,000 parts: a disk over 640 GiB gets larger ones.
+  const partSize = Math.max(options.partSize ?? PART_SIZE, Math.ceil(state.size / 10_000));
   const partCount = Math.max(1, Math.ceil(state.size / partSize));
   if (state.etag) {
     // Uploaded by an earlier run whose import did not finish: is the object still there?
-    const head = await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key })).catch(() => undefined);
-    if (head?.ETag === state.etag && head.ContentLength === state.size) {
+    if (await objectIs(options, state.etag, state.size, counter)) {
       options.say(`s3://${bucket}/${key} is uploaded already (an earlier run)`);
       return { partsSent: 0, partsReused: partCount };
     }
@@ -132,17 +146,25 @@ async function uploadObject(options: ImportOptions, disk: string, state: UploadS
   }
   const have = new Map<number, string>();
   if (state.uploadId) {
+    const uploadId = state.uploadId;
     try {
       let marker: string | undefined;
       for (;;) {
-        const listed = await s3.send(new ListPartsCommand({ Bucket: bucket, Key: key, UploadId: state.uploadId, PartNumberMarker: marker }));
-        for (const p of listed.Parts ?? []) if (p.PartNumber && p.ETag) have.set(p.PartNumber, p.ETag);
+        const listed = await withRetries('s3:ListMultipartUploadParts', () => s3.send(new ListPartsCommand({ Bucket: bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker }), { abortSignal: options.signal }), counter, options);
+        for (const p of listed.Parts ?? []) if (p.PartNumber && p.ETag) have.set(p.PartNumber, unquote(p.ETag));
         if (!listed.IsTruncated) break;
         marker = listed.NextPartNumberMarker;
       }
       options.say(`resuming the upload to s3://${bucket}/${key}: ${have.size} of ${partCount} parts are there`);
     } catch (err) {
-      options.log(`the earlier upload ${state.uploadId} cannot be resumed (${errorMessage(err)}); starting again`);
+      if (!/NoSuchUpload/.test(errorMessage(err))) throw err;
+      // Completed by the earlier run just before it stopped, or expired: is the object whole?
+      if (await objectIs(options, await expectedEtag(disk, state.size, partSize), state.size, counter)) {
+        writeFileAtomic(stateFile, JSON.stringify({ ...state, uploadId: undefined, etag: await expectedEtag(disk, state.size, partSize) }));
+        options.say(`s3://${bucket}/${key} is uploaded already (an earlier run)`);
+        return { partsSent: 0, partsReused: partCount };
+      }
+      options.log(`the earlier upload ${uploadId} is gone (NoSuchUpload); starting again`);
       state = { ...state, uploadId: undefined };
       have.clear();
     }
@@ -160,26 +182,29 @@ async function uploadObject(options: ImportOptions, disk: string, state: UploadS
   }
   const uploadId = state.uploadId!;
   const etags = new Map<number, string>();
+  // One failed part stops the others (they would go on sending after the deploy gave up).
+  const stop = new AbortController();
+  const signal = AbortSignal.any([options.signal, stop.signal]);
   let sent = 0;
   let reused = 0;
   let done = 0;
   let next = 1;
   const worker = async () => {
     while (next <= partCount) {
-      if (options.signal.aborted) throw new WorkError('interrupted');
+      if (signal.aborted) throw new WorkError('interrupted');
       const number = next++;
       const body = readPart(disk, number - 1, state.size, partSize);
       const md5 = createHash('md5').update(body).digest();
       const etag = `"${md5.toString('hex')}"`;
-      if (have.get(number) === etag) {
+      if (have.get(number) === unquote(etag)) {
         etags.set(number, etag);
         reused++;
       } else {
         const out = await withRetries(
           's3:PutObject',
-          () => s3.send(new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: uploadId, PartNumber: number, Body: body, ContentLength: body.length, ContentMD5: md5.toString('base64') }), { abortSignal: options.signal }),
+          () => s3.send(new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: uploadId, PartNumber: number, Body: body, ContentLength: body.length, ContentMD5: md5.toString('base64') }), { abortSignal: signal }),
           counter,
-          options,
+          { ...options, signal },
         );
         etags.set(number, out.ETag ?? etag);
         sent++;
@@ -188,7 +213,8 @@ async function uploadObject(options: ImportOptions, disk: string, state: UploadS
       options.progress?.(done, state.size);
     }
   };
-  await Promise.all(Array.from({ length: Math.min(PARTS_IN_FLIGHT, partCount) }, worker));
+  await allOrStop(Math.min(PARTS_IN_FLIGHT, partCount), worker, stop);
+  const expected = await expectedEtag(disk, state.size, partSize);
   const completed = await withRetries(
     's3:PutObject',
     () =>
@@ -203,19 +229,23 @@ async function uploadObject(options: ImportOptions, disk: string, state: UploadS
       ),
     counter,
     options,
-  );
-  writeFileAtomic(stateFile, JSON.stringify({ ...state, uploadId: undefined, etag: completed.ETag }));
+  ).catch(async (err: unknown) => {
+    // A retried Complete whose first answer was lost finds no upload: the object may be whole.
+    if (/NoSuchUpload/.test(errorMessage(err)) && (await objectIs(options, expected, state.size, counter))) return { ETag: expected };
+    throw err;
+  });
+  writeFileAtomic(stateFile, JSON.stringify({ ...state, uploadId: undefined, etag: completed.ETag ?? expected }));
   options.log(`uploaded s3://${bucket}/${key}: ${sent} part(s) sent, ${reused} already there`);
   return { partsSent: sent, partsReused: reused };
 }
 
-async function waitForImport(options: ImportOptions, taskId: string): Promise<string> {
+async function waitForImport(options: ImportOptions, taskId: string, counter: RetryCounter): Promise<string> {
   const started = Date.now();
   let delay = 1_000;
   let lastSaid = '';
   for (;;) {
     if (options.signal.aborted) throw new WorkError('interrupted');
-    const out = await awsCall('ec2:DescribeImportSnapshotTasks', () => options.ec2.send(new DescribeImportSnapshotTasksCommand({ ImportTaskIds: [taskId] })));
+    const out = await withRetries('ec2:DescribeImportSnapshotTasks', () => options.ec2.send(new DescribeImportSnapshotTasksCommand({ ImportTaskIds: [taskId] }), { abortSignal: options.signal }), counter, options);
     const detail = out.ImportSnapshotTasks?.[0]?.SnapshotTaskDetail;
     const status = detail?.Status ?? 'unknown';
     if (status === 'completed' && detail?.SnapshotId) return detail.SnapshotId;
@@ -229,6 +259,47 @@ async function waitForImport(options: ImportOptions, taskId: string): Promise<st
     await new Promise((r) => setTimeout(r, delay));
     delay = Math.min(delay * 2, 15_000);
   }
+}
+
+function unquote(etag: string): string {
+  return etag.replace(/^"|"$/g, '');
+}
+
+/** S3's ETag of a multipart object: the MD5 of the parts' MD5s, a dash, the number of parts. */
+async function expectedEtag(disk: string, size: number, partSize: number): Promise<string> {
+  const parts = Math.max(1, Math.ceil(size / partSize));
+  const all = createHash('md5');
+  for (let i = 0; i < parts; i++) all.update(createHash('md5').update(readPart(disk, i, size, partSize)).digest());
+  return `"${all.digest('hex')}-${parts}"`;
+}
+
+/** Whether the object is in S3 with this ETag and size (a missing object is false; other errors throw). */
+async function objectIs(options: ImportOptions, etag: string, size: number, counter: RetryCounter): Promise<boolean> {
+  try {
+    const head = await withRetries('s3:GetObject', () => options.s3.send(new HeadObjectCommand({ Bucket: options.bucket, Key: options.key }), { abortSignal: options.signal }), counter, options);
+    return unquote(head.ETag ?? '') === unquote(etag) && head.ContentLength === size;
+  } catch (err) {
+    if (/NotFound|NoSuchKey|\b404\b/.test(`${(err as { name?: string }).name ?? ''} ${errorMessage(err)}`)) return false;
+    throw err;
+  }
+}
+
+/** Drops a multipart upload that will not be completed, so that S3 stops keeping its parts. */
+async function dropUpload(options: ImportOptions, bucket: string, key: string, uploadId: string): Promise<void> {
+  await awsCall('s3:AbortMultipartUpload', () => options.s3.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId }))).then(
+    () => options.log(`dropped the earlier upload ${uploadId} of s3://${bucket}/${key}`),
+    (err: unknown) => options.log(`could not drop the earlier upload ${uploadId} of s3://${bucket}/${key}: ${errorMessage(err)}`),
+  );
+}
+
+/** Runs `count` workers at once; the first to fail aborts `stop` (the others end soon after), and its error is thrown once all have ended. */
+export async function allOrStop(count: number, worker: () => Promise<void>, stop: AbortController): Promise<void> {
+  let first: { error: unknown } | undefined;
+  await Promise.all(Array.from({ length: count }, () => worker().catch((error: unknown) => {
+    first ??= { error };
+    stop.abort();
+  })));
+  if (first) throw first.error;
 }
 
 /** Stops an import task that has not finished (a failed or interrupted deploy). */
