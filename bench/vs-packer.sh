@@ -31,8 +31,10 @@ echo "bench: Packer's SSH port forward listens on all interfaces during its buil
 
 work=$(mktemp -d /var/tmp/pim-vs-packer.XXXXXX)
 packer_pid=""
+pim_pid=""
 cleanup() {
   [ -n "$packer_pid" ] && kill -- -"$packer_pid" 2>/dev/null || true
+  if [ -n "$pim_pid" ]; then kill -INT "$pim_pid" 2>/dev/null || true; wait "$pim_pid" 2>/dev/null || true; fi
   pkill -f "qemu-system.*$work" 2>/dev/null || true
   rm -rf "$work" "$repo/.bench/vs-packer"
 }
@@ -78,9 +80,11 @@ for round in $(seq 1 "$rounds"); do
     const typing = at(/Typing the boot command/), ssh = at(/Connected to SSH!/), halt = at(/Gracefully halting/), convert = at(/Converting hard drive/), done = at(/Builds finished|Build .* finished/);
     const script = (n) => at(new RegExp("Provisioning with shell script: .*" + n));
     const s = ["pim-prepare", "base", "finalize", "pim-seal"].map(script);
-    const d = (a, b) => (b - a).toFixed(0);
-    console.log(`install+reboot to SSH ${d(typing, ssh)}, pim-prepare ${d(s[0], s[1])}, base ${d(s[1], s[2])}, finalize ${d(s[2], s[3])}, pim-seal ${d(s[3], halt)}, shutdown ${d(halt, convert)}, compaction ${d(convert, done)}`);
-  ' "$plog")
+    const r = { tool: "Packer", total: +process.argv[2], size: +process.argv[3], phases: {
+      "to SSH": ssh - typing, "pim-prepare": s[1] - s[0], base: s[2] - s[1], finalize: s[3] - s[2], "pim-seal": halt - s[3], shutdown: convert - halt, compaction: done - convert } };
+    require("fs").appendFileSync(process.argv[4], JSON.stringify(r) + "\n");
+    console.log(Object.entries(r.phases).map(([k, v]) => `${k} ${v}`).join(", "));
+  ' "$plog" "$total" "$(stat -c %s "$out/packer-default.qcow2")" "$work/rounds.jsonl")
   size=$(stat -c %s "$out/packer-default.qcow2")
   echo "round $round Packer ${total} s: ${phases}; image $(awk -v b="$size" 'BEGIN{printf "%.1f", b/1048576}') MiB" | tee -a "$results"
   packer_total+=("$total")
@@ -89,16 +93,49 @@ for round in $(seq 1 "$rounds"); do
   pim build clean --packages > /dev/null
   log="$work/pim-$round.log"
   t0=$(stamp)
-  pim build run default --arch x86_64 --force > /dev/null 2> "$log"
+  # In the background, so that an interrupt reaches it (it then stops its VM and cleans up).
+  pim build run default --arch x86_64 --force > /dev/null 2> "$log" &
+  pim_pid=$!
+  wait "$pim_pid" || { tail -5 "$log" >&2; exit 1; }
+  pim_pid=""
   t1=$(stamp)
   total=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')
   steps=$(grep -E '^<== [a-z]+ done in' "$log" | awk '{printf "%s %s, ", $2, $5}')
   size=$(pim build show default --arch x86_64 --json | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).file_size)')
+  build_log="$(pim build show default --arch x86_64 --json | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).path)').log"
+  # Each script's time from the build log: from its "script NAME" line to the next script's
+  # (a layer taken between them counts with the script before) or the end of the provision step.
+  scripts=$(node -e '
+    const lines = require("fs").readFileSync(process.argv[1], "utf8").split("\n");
+    const t = (l) => Date.parse(l.slice(0, 24)) / 1000;
+    const marks = lines.filter((l) => /Z script [a-z0-9-]+$/.test(l) || /Z == step provision: done/.test(l));
+    const step = (name) => { const l = lines.find((x) => x.includes(`== step ${name}: done in `)); return l ? +/done in ([\d.]+) s/.exec(l)[1] : NaN; };
+    const phases = { "to SSH": step("install") + step("boot") };
+    for (let i = 0; i + 1 < marks.length; i++) phases[/script ([a-z0-9-]+)$/.exec(marks[i])[1]] = +(t(marks[i + 1]) - t(marks[i])).toFixed(1);
+    phases.shutdown = step("shutdown");
+    phases.compaction = step("compact");
+    const r = { tool: "PIM", total: +process.argv[2], size: +process.argv[3], phases };
+    require("fs").appendFileSync(process.argv[4], JSON.stringify(r) + "\n");
+    console.log(Object.entries(phases).map(([k, v]) => `${k} ${v}`).join(", "));
+  ' "$build_log" "$total" "$size" "$work/rounds.jsonl")
   echo "round $round PIM    ${total} s: ${steps%, }; image $(awk -v b="$size" 'BEGIN{printf "%.1f", b/1048576}') MiB" | tee -a "$results"
+  echo "              per phase: ${scripts}" | tee -a "$results"
   pim_total+=("$total")
 
 done
 mean() { local s=0; for x in "$@"; do s=$(awk -v a="$s" -v b="$x" 'BEGIN{print a+b}'); done; awk -v s="$s" -v n="$#" 'BEGIN{printf "%.1f", s/n}'; }
 pm=$(mean "${pim_total[@]}"); km=$(mean "${packer_total[@]}")
 echo
+# Means per phase over the rounds, side by side; "to SSH" is PIM's install + boot against
+# Packer's install + reboot, "provisioning" the four scripts together.
+node -e '
+  const rounds = require("fs").readFileSync(process.argv[1], "utf8").trim().split("\n").map((l) => JSON.parse(l));
+  const mean = (tool, f) => { const xs = rounds.filter((r) => r.tool === tool).map(f); return xs.reduce((a, b) => a + b, 0) / xs.length; };
+  const scripts = ["pim-prepare", "base", "finalize", "pim-seal"];
+  const rows = [["to SSH", (r) => r.phases["to SSH"]], ...scripts.map((n) => [n, (r) => r.phases[n]]),
+    ["provisioning", (r) => scripts.reduce((a, n) => a + r.phases[n], 0)], ["shutdown", (r) => r.phases.shutdown], ["compaction", (r) => r.phases.compaction],
+    ["total", (r) => r.total], ["image MiB", (r) => r.size / 1048576]];
+  console.log(`means of ${rounds.length / 2} round(s)     PIM     Packer   PIM/Packer`);
+  for (const [name, f] of rows) { const a = mean("PIM", f), b = mean("Packer", f); console.log(`  ${name.padEnd(16)} ${a.toFixed(1).padStart(8)} ${b.toFixed(1).padStart(9)} ${(a / b).toFixed(2).padStart(9)}`); }
+' "$work/rounds.jsonl"
 echo "PIM mean ${pm} s, Packer mean ${km} s: PIM takes $(awk -v a="$pm" -v b="$km" 'BEGIN{printf "%.2f", a/b}')x Packer's time ($rounds rounds)"
