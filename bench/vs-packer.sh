@@ -30,11 +30,16 @@ fi
 echo "bench: Packer's SSH port forward listens on all interfaces during its builds" >&2
 
 work=$(mktemp -d /var/tmp/pim-vs-packer.XXXXXX)
+mkdir -p "$work/tmp"
 packer_pid=""
 pim_pid=""
 cleanup() {
-  [ -n "$packer_pid" ] && kill -- -"$packer_pid" 2>/dev/null || true
-  if [ -n "$pim_pid" ]; then kill -INT "$pim_pid" 2>/dev/null || true; wait "$pim_pid" 2>/dev/null || true; fi
+  if [ -n "$packer_pid" ]; then
+    kill -TERM -- -"$packer_pid" 2>/dev/null || true
+    for _ in $(seq 1 20); do kill -0 -- -"$packer_pid" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL -- -"$packer_pid" 2>/dev/null || true
+  fi
+  if [ -n "$pim_pid" ]; then kill -TERM "$pim_pid" 2>/dev/null || true; wait "$pim_pid" 2>/dev/null || true; fi
   pkill -f "qemu-system.*$work" 2>/dev/null || true
   rm -rf "$work" "$repo/.bench/vs-packer"
 }
@@ -66,9 +71,11 @@ for round in $(seq 1 "$rounds"); do
   out="$work/packer-out-$round"
   plog="$work/packer-$round.log"
   t0=$(stamp)
-  ( cd "$work" && setsid env PACKER_LOG=1 PACKER_LOG_PATH="$plog" packer build \
+  # Its own process group (setsid), so that cleanup stops Packer and everything it started;
+  # its temp files (TMPDIR) inside the work dir.
+  setsid env -C "$work" TMPDIR="$work/tmp" PACKER_LOG=1 PACKER_LOG_PATH="$plog" packer build \
       -var "iso=$iso_entry" -var "iso_checksum=$iso_sum" -var "http_dir=$work/http" -var "output_dir=$out" \
-      -var "scripts_dir=$work/scripts" -var "user=$user" -var "password=$password" packer.json > "$work/packer-$round.out" 2>&1 ) &
+      -var "scripts_dir=$work/scripts" -var "user=$user" -var "password=$password" packer.json > "$work/packer-$round.out" 2>&1 &
   packer_pid=$!
   wait "$packer_pid" || { tail -20 "$work/packer-$round.out" >&2; grep -iE 'qemu stderr|error' "$plog" | tail -5 >&2; exit 1; }
   packer_pid=""
