@@ -100,8 +100,9 @@ for round in $(seq 1 "$rounds"); do
   pim build clean --packages > /dev/null
   log="$work/pim-$round.log"
   t0=$(stamp)
-  # In the background, so that an interrupt reaches it (it then stops its VM and cleans up).
-  pim build run default --arch x86_64 --force > /dev/null 2> "$log" &
+  # In the background (node itself, not a subshell running the pim function), so that cleanup
+  # can stop it: it then stops its VM and removes its work dir.
+  node "$repo/bin/pim.js" --project "$project" build run default --arch x86_64 --force > /dev/null 2> "$log" &
   pim_pid=$!
   wait "$pim_pid" || { tail -5 "$log" >&2; exit 1; }
   pim_pid=""
