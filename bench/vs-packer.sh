@@ -21,6 +21,9 @@
 # starts is killed, and its temp dirs removed, on exit and on Ctrl+C.
 set -euo pipefail
 rounds=${1:-2}
+# VS_PACKER_TOOLS="pim" (or "packer") runs one tool only: how the one-at-a-time measurements of
+# bench/README.md were taken, each against a PIM changed in one place.
+tools=" ${VS_PACKER_TOOLS:-packer pim} "
 source "$(dirname "$0")/lib.sh"
 [ "$arch" = x86_64 ] || { echo "bench: vs-packer runs on x86_64" >&2; exit 2; }
 if ! command -v packer >/dev/null; then
@@ -67,6 +70,7 @@ declare -a pim_total packer_total
 results="$work/results.txt"
 : > "$results"
 for round in $(seq 1 "$rounds"); do
+  if [[ $tools == *" packer "* ]]; then
   # Packer.
   out="$work/packer-out-$round"
   plog="$work/packer-$round.log"
@@ -96,6 +100,8 @@ for round in $(seq 1 "$rounds"); do
   echo "round $round Packer ${total} s: ${phases}; image $(awk -v b="$size" 'BEGIN{printf "%.1f", b/1048576}') MiB" | tee -a "$results"
   packer_total+=("$total")
   rm -rf "$out"
+  fi
+  if [[ $tools == *" pim "* ]]; then
   # PIM, cold.
   pim build clean --packages > /dev/null
   log="$work/pim-$round.log"
@@ -129,10 +135,10 @@ for round in $(seq 1 "$rounds"); do
   echo "round $round PIM    ${total} s: ${steps%, }; image $(awk -v b="$size" 'BEGIN{printf "%.1f", b/1048576}') MiB" | tee -a "$results"
   echo "              per phase: ${scripts}" | tee -a "$results"
   pim_total+=("$total")
-
+  fi
 done
 mean() { local s=0; for x in "$@"; do s=$(awk -v a="$s" -v b="$x" 'BEGIN{print a+b}'); done; awk -v s="$s" -v n="$#" 'BEGIN{printf "%.1f", s/n}'; }
-pm=$(mean "${pim_total[@]}"); km=$(mean "${packer_total[@]}")
+pm=$(mean "${pim_total[@]:-0}"); km=$(mean "${packer_total[@]:-0}")
 echo
 # Means per phase over the rounds, side by side; "to SSH" is PIM's install + boot against
 # Packer's install + reboot, "provisioning" the four scripts together.
@@ -143,7 +149,7 @@ node -e '
   const rows = [["to SSH", (r) => r.phases["to SSH"]], ...scripts.map((n) => [n, (r) => r.phases[n]]),
     ["provisioning", (r) => scripts.reduce((a, n) => a + r.phases[n], 0)], ["shutdown", (r) => r.phases.shutdown], ["compaction", (r) => r.phases.compaction],
     ["total", (r) => r.total], ["image MiB", (r) => r.size / 1048576]];
-  console.log(`means of ${rounds.length / 2} round(s)     PIM     Packer   PIM/Packer`);
+  console.log(`means of ${Math.max(...["PIM", "Packer"].map((t) => rounds.filter((r) => r.tool === t).length))} round(s)     PIM     Packer   PIM/Packer`);
   for (const [name, f] of rows) { const a = mean("PIM", f), b = mean("Packer", f); console.log(`  ${name.padEnd(16)} ${a.toFixed(1).padStart(8)} ${b.toFixed(1).padStart(9)} ${(a / b).toFixed(2).padStart(9)}`); }
 ' "$work/rounds.jsonl"
 echo "PIM mean ${pm} s, Packer mean ${km} s: PIM takes $(awk -v a="$pm" -v b="$km" 'BEGIN{printf "%.2f", a/b}')x Packer's time ($rounds rounds)"
