@@ -97,7 +97,12 @@ export class Targets {
     const config = this.config();
     const raw = config.data[name];
     if (raw !== undefined && raw !== null && !isPlainObject(raw)) throw new ConfigError(`${config.locate([name])}: target '${name}' must be a map`);
-    return config.resolve(targetSchema, name, 'target');
+    const target = config.resolve(targetSchema, name, 'target');
+    // Checks across fields, which the discriminated union's object schemas cannot carry.
+    if (target.type === 'aws' && target.method === 'import' && !target.bucket) {
+      throw new ConfigError(`${config.locate([name])}: target '${name}': method 'import' needs 'bucket' (an S3 bucket the '${target.role ?? 'vmimport'}' role can read)`);
+    }
+    return target;
   }
 }
 

@@ -163,7 +163,7 @@ test('method import: the AMI is registered from the snapshot VM Import made out 
   target('aws-import-nobucket', f, '  method: import\n');
   const refused = await pim(box, ['deploy', 'run', SHARED_PROFILE, 'aws-import-nobucket', '--arch', 'arm64'], { env: AWS_ENV });
   assert.equal(refused.status, 2, refused.stderr);
-  assert.match(refused.stderr, /target 'aws-import-nobucket': method 'import' needs 'bucket'/);
+  assert.match(refused.stderr, /aws-import-nobucket\.yml.*: target 'aws-import-nobucket': method 'import' needs 'bucket'/);
   assert.equal(f.calls.length, 0, 'nothing was called');
 
   target('aws-import', f, '  method: import\n  bucket: pim-imports\n');
