@@ -152,4 +152,6 @@ node -e '
   console.log(`means of ${Math.max(...["PIM", "Packer"].map((t) => rounds.filter((r) => r.tool === t).length))} round(s)     PIM     Packer   PIM/Packer`);
   for (const [name, f] of rows) { const a = mean("PIM", f), b = mean("Packer", f); console.log(`  ${name.padEnd(16)} ${a.toFixed(1).padStart(8)} ${b.toFixed(1).padStart(9)} ${(a / b).toFixed(2).padStart(9)}`); }
 ' "$work/rounds.jsonl"
-echo "PIM mean ${pm} s, Packer mean ${km} s: PIM takes $(awk -v a="$pm" -v b="$km" 'BEGIN{printf "%.2f", a/b}')x Packer's time ($rounds rounds)"
+if [ "${#pim_total[@]}" -gt 0 ] && [ "${#packer_total[@]}" -gt 0 ]; then
+  echo "PIM mean ${pm} s, Packer mean ${km} s: PIM takes $(awk -v a="$pm" -v b="$km" 'BEGIN{printf "%.2f", a/b}')x Packer's time ($rounds rounds)"
+fi

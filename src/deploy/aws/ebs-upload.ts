@@ -1,4 +1,4 @@
-import { createHash, webcrypto } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { CompleteSnapshotCommand, PutSnapshotBlockCommand, StartSnapshotCommand, type EBSClient } from '@aws-sdk/client-ebs';
 import { WorkError } from '../../errors.js';
@@ -132,8 +132,9 @@ export async function uploadSnapshot(ebs: EBSClient, options: UploadOptions): Pr
         skipped++;
         return;
       }
-      // Hashed on libuv's thread pool: the main thread is busy enough with HTTP and NBD.
-      const digest = Buffer.from(await webcrypto.subtle.digest('SHA-256', block));
+      // Hashed here, not on the thread pool (WebCrypto's digest copies the block first): the
+      // upload is bound by the CPU of all the processes together, not by this thread.
+      const digest = createHash('sha256').update(block).digest();
       await withRetries(
         'ebs:PutSnapshotBlock',
         () =>
