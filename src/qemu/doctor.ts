@@ -41,10 +41,25 @@ async function versionOf(path: string): Promise<string | undefined> {
   return result?.stdout.split('\n')[0]?.replace(/^.*version\s+/i, '').trim() || undefined;
 }
 
+/** PIM's work disks use qcow2 subclusters (extended_l2), which QEMU has since 5.2. */
+export const MIN_QEMU = [5, 2] as const;
+
+/** Whether a `--version` string of a QEMU tool ("7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)") is older than PIM needs. */
+export function qemuTooOld(version: string | undefined): boolean {
+  const m = /^(\d+)\.(\d+)/.exec(version ?? '');
+  if (!m) return false;
+  const [major, minor] = [Number(m[1]), Number(m[2])];
+  return major < MIN_QEMU[0] || (major === MIN_QEMU[0] && minor < MIN_QEMU[1]);
+}
+
 async function checkBinary(name: string, platform: NodeJS.Platform): Promise<ToolCheck> {
   const path = which(name);
   if (!path) return { found: false, install: installHint(name, platform) };
-  return { found: true, path, version: await versionOf(path) };
+  const version = await versionOf(path);
+  if (name.startsWith('qemu') && qemuTooOld(version)) {
+    return { found: false, path, version, install: `${installHint(name, platform)} (found ${version}; PIM needs QEMU ${MIN_QEMU.join('.')} or later)` };
+  }
+  return { found: true, path, version };
 }
 
 /** What this host has and lacks for building, and which accelerators really work. */

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { qemuCommand, type VmSpec } from '../../src/qemu/command.js';
 import { findAarch64Firmware } from '../../src/qemu/firmware.js';
 import { selectAccelerator, type AccelReport } from '../../src/qemu/accel.js';
+import { qemuTooOld } from '../../src/qemu/doctor.js';
 
 const base = {
   name: 'pim-test',
@@ -125,4 +126,13 @@ test('a build disk may ignore guest flushes (cache=unsafe); a guest agent port w
   assert.deepEqual(cmd.args.slice(at - 1, at + 5), [
     '-device', 'virtio-serial-pci,id=vser0', '-chardev', 'socket,id=qga0,path=/r/qga.sock,server=on,wait=off', '-device', 'virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0',
   ]);
+});
+
+test('QEMU older than 5.2 (no qcow2 subclusters) is reported as too old; 5.2 and later, or an unreadable version, are not', () => {
+  assert.equal(qemuTooOld('4.2.1 (Debian 1:4.2-3ubuntu6.27)'), true);
+  assert.equal(qemuTooOld('5.1.0'), true);
+  assert.equal(qemuTooOld('5.2.0 (Debian 1:5.2+dfsg-11+deb11u3)'), false);
+  assert.equal(qemuTooOld('7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)'), false);
+  assert.equal(qemuTooOld('10.0.0'), false);
+  assert.equal(qemuTooOld(undefined), false);
 });
