@@ -24,6 +24,8 @@ rounds=${1:-2}
 # VS_PACKER_TOOLS="pim" (or "packer") runs one tool only: how the one-at-a-time measurements of
 # bench/README.md were taken, each against a PIM changed in one place.
 tools=" ${VS_PACKER_TOOLS:-packer pim} "
+# VS_PACKER_LOGS=DIR keeps each round's logs there (Packer's PACKER_LOG, PIM's build log).
+logs=${VS_PACKER_LOGS:-}
 source "$(dirname "$0")/lib.sh"
 [ "$arch" = x86_64 ] || { echo "bench: vs-packer runs on x86_64" >&2; exit 2; }
 if ! command -v packer >/dev/null; then
@@ -99,6 +101,7 @@ for round in $(seq 1 "$rounds"); do
   size=$(stat -c %s "$out/packer-default.qcow2")
   echo "round $round Packer ${total} s: ${phases}; image $(awk -v b="$size" 'BEGIN{printf "%.1f", b/1048576}') MiB" | tee -a "$results"
   packer_total+=("$total")
+  [ -z "$logs" ] || { mkdir -p "$logs" && cp "$plog" "$logs/packer-$round.log"; }
   rm -rf "$out"
   fi
   if [[ $tools == *" pim "* ]]; then
@@ -135,6 +138,7 @@ for round in $(seq 1 "$rounds"); do
   echo "round $round PIM    ${total} s: ${steps%, }; image $(awk -v b="$size" 'BEGIN{printf "%.1f", b/1048576}') MiB" | tee -a "$results"
   echo "              per phase: ${scripts}" | tee -a "$results"
   pim_total+=("$total")
+  [ -z "$logs" ] || { mkdir -p "$logs" && cp "$build_log" "$logs/pim-$round.log"; }
   fi
 done
 mean() { local s=0; for x in "$@"; do s=$(awk -v a="$s" -v b="$x" 'BEGIN{print a+b}'); done; awk -v s="$s" -v n="$#" 'BEGIN{printf "%.1f", s/n}'; }
