@@ -76,6 +76,8 @@ interface AwsState {
   s3: S3Client;
   snapshotId?: string;
   importTaskId?: string;
+  /** method import: where the upload goes, named when a failed deploy keeps it for a rerun. */
+  importUpload?: string;
   imageId?: string;
   region?: string;
   done: boolean;
@@ -142,6 +144,9 @@ const steps: Step<AwsState>[] = [
           (err: unknown) => ctx.say(`warning: could not cancel the import task ${state.importTaskId} (${errorMessage(err)}); cancel it yourself: aws ec2 cancel-import-task --import-task-id ${state.importTaskId}`),
         );
       }
+      if (state.importUpload && !state.snapshotId) {
+        ctx.say(`kept for the next run, which resumes it: the upload to ${state.importUpload} (S3 keeps an unfinished upload's parts until then)`);
+      }
       if (!state.snapshotId) return;
       // A snapshot of an unfinished deploy is deleted (or named, so the user can).
       await state.ec2.send(new DeleteSnapshotCommand({ SnapshotId: state.snapshotId })).then(
@@ -185,6 +190,7 @@ async function importThroughS3(state: AwsState): Promise<void> {
   // Per target: two targets importing through one bucket never share (or delete) an object.
   const key = `pim/${ctx.targetName}/${ctx.image.profile}-${ctx.image.arch}-${short}.vmdk`;
   ctx.say(`importing ${ctx.image.path} through s3://${bucket}/${key} in ${state.region} (S3 + ImportSnapshot, role ${role})`);
+  state.importUpload = `s3://${bucket}/${key}`;
   const bar = ctx.progress?.('uploading to S3');
   const result = await importSnapshot({
     s3: state.s3,
