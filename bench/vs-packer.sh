@@ -12,8 +12,9 @@
 # - Scripts, in PIM's order and as root through sudo: pim-prepare (the upgrade), base, finalize,
 #   pim-seal (with the build user kept, or Packer could not shut the VM down through sudo).
 # - VM shape (bench/packer/pim-default.json, line by line): q35, -cpu max, TCG thread=multi, 2
-#   vCPUs, 2048 MiB, a 20G virtio disk with discard and detect-zeroes, virtio-net, virtio-rng, an
-#   uncompressed qcow2. PIM builds with build.compress: false, --force (no layers) and an empty
+#   vCPUs, 2048 MiB, a 20G virtio disk with discard and detect-zeroes, virtio-net, virtio-rng, the
+#   guest agent's virtio-serial port (without it, `systemctl start qemu-guest-agent` in base.sh
+#   waits 90 s for a device that never comes), an uncompressed qcow2. PIM builds with build.compress: false, --force (no layers) and an empty
 #   package cache: a cold build each round.
 #
 # Packer's SSH port forward listens on all interfaces (its qemu builder has no option for
@@ -81,7 +82,7 @@ for round in $(seq 1 "$rounds"); do
   # its temp files (TMPDIR) inside the work dir.
   setsid env -C "$work" TMPDIR="$work/tmp" PACKER_LOG=1 PACKER_LOG_PATH="$plog" packer build \
       -var "iso=$iso_entry" -var "iso_checksum=$iso_sum" -var "http_dir=$work/http" -var "output_dir=$out" \
-      -var "scripts_dir=$work/scripts" -var "user=$user" -var "password=$password" packer.json > "$work/packer-$round.out" 2>&1 &
+      -var "scripts_dir=$work/scripts" -var "user=$user" -var "password=$password" -var "qga_socket=$work/qga.sock" packer.json > "$work/packer-$round.out" 2>&1 &
   packer_pid=$!
   wait "$packer_pid" || { tail -20 "$work/packer-$round.out" >&2; grep -iE 'qemu stderr|error' "$plog" | tail -5 >&2; exit 1; }
   packer_pid=""
