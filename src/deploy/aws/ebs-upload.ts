@@ -4,7 +4,7 @@ import { CompleteSnapshotCommand, PutSnapshotBlockCommand, StartSnapshotCommand,
 import { WorkError } from '../../errors.js';
 import { ImageReader, dataExtents, type DataExtent } from '../../qemu/image-reader.js';
 import { awsCall, withRetries, type RetryCounter } from './errors.js';
-import { allOrStop } from './s3-import.js';
+import { allOrStop } from './workers.js';
 
 export const EBS_BLOCK_SIZE = 524288;
 

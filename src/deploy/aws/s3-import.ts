@@ -7,6 +7,7 @@ import { WorkError, errorMessage } from '../../errors.js';
 import { writeFileAtomic } from '../../files/atomic-write.js';
 import { runChecked } from '../../process.js';
 import { awsCall, withRetries, type RetryCounter } from './errors.js';
+import { allOrStop } from './workers.js';
 
 /** 64 MiB parts: S3's minimum is 5 MiB and its maximum 10,000 parts (640 GiB here). */
 export const PART_SIZE = 64 * 1024 * 1024;
@@ -159,8 +160,9 @@ async function uploadObject(options: ImportOptions, disk: string, state: UploadS
     } catch (err) {
       if (!/NoSuchUpload/.test(errorMessage(err))) throw err;
       // Completed by the earlier run just before it stopped, or expired: is the object whole?
-      if (await objectIs(options, await expectedEtag(disk, state.size, partSize), state.size, counter)) {
-        writeFileAtomic(stateFile, JSON.stringify({ ...state, uploadId: undefined, etag: await expectedEtag(disk, state.size, partSize) }));
+      const etag = expectedEtag(disk, state.size, partSize);
+      if (await objectIs(options, etag, state.size, counter)) {
+        writeFileAtomic(stateFile, JSON.stringify({ ...state, uploadId: undefined, etag }));
         options.say(`s3://${bucket}/${key} is uploaded already (an earlier run)`);
         return { partsSent: 0, partsReused: partCount };
       }
@@ -182,6 +184,7 @@ async function uploadObject(options: ImportOptions, disk: string, state: UploadS
   }
   const uploadId = state.uploadId!;
   const etags = new Map<number, string>();
+  const md5s = new Map<number, Buffer>();
   // One failed part stops the others (they would go on sending after the deploy gave up).
   const stop = new AbortController();
   const signal = AbortSignal.any([options.signal, stop.signal]);
@@ -195,6 +198,7 @@ async function uploadObject(options: ImportOptions, disk: string, state: UploadS
       const number = next++;
       const body = readPart(disk, number - 1, state.size, partSize);
       const md5 = createHash('md5').update(body).digest();
+      md5s.set(number, md5);
       const etag = `"${md5.toString('hex')}"`;
       if (have.get(number) === unquote(etag)) {
         etags.set(number, etag);
@@ -214,7 +218,7 @@ async function uploadObject(options: ImportOptions, disk: string, state: UploadS
     }
   };
   await allOrStop(Math.min(PARTS_IN_FLIGHT, partCount), worker, stop);
-  const expected = await expectedEtag(disk, state.size, partSize);
+  const expected = multipartEtag([...md5s.keys()].sort((a, b) => a - b).map((n) => md5s.get(n)!));
   const completed = await withRetries(
     's3:PutObject',
     () =>
@@ -265,12 +269,17 @@ function unquote(etag: string): string {
   return etag.replace(/^"|"$/g, '');
 }
 
-/** S3's ETag of a multipart object: the MD5 of the parts' MD5s, a dash, the number of parts. */
-async function expectedEtag(disk: string, size: number, partSize: number): Promise<string> {
-  const parts = Math.max(1, Math.ceil(size / partSize));
+/** S3's ETag of a multipart object: the MD5 of the parts' MD5s (in part order), a dash, the number of parts. */
+function multipartEtag(partMd5s: Buffer[]): string {
   const all = createHash('md5');
-  for (let i = 0; i < parts; i++) all.update(createHash('md5').update(readPart(disk, i, size, partSize)).digest());
-  return `"${all.digest('hex')}-${parts}"`;
+  for (const md5 of partMd5s) all.update(md5);
+  return `"${all.digest('hex')}-${partMd5s.length}"`;
+}
+
+/** The multipart ETag of the disk uploaded in parts of `partSize`, read from the file. */
+function expectedEtag(disk: string, size: number, partSize: number): string {
+  const parts = Math.max(1, Math.ceil(size / partSize));
+  return multipartEtag(Array.from({ length: parts }, (_, i) => createHash('md5').update(readPart(disk, i, size, partSize)).digest()));
 }
 
 /** Whether the object is in S3 with this ETag and size (a missing object is false; other errors throw). */
@@ -290,16 +299,6 @@ async function dropUpload(options: ImportOptions, bucket: string, key: string, u
     () => options.log(`dropped the earlier upload ${uploadId} of s3://${bucket}/${key}`),
     (err: unknown) => options.log(`could not drop the earlier upload ${uploadId} of s3://${bucket}/${key}: ${errorMessage(err)}`),
   );
-}
-
-/** Runs `count` workers at once; the first to fail aborts `stop` (the others end soon after), and its error is thrown once all have ended. */
-export async function allOrStop(count: number, worker: () => Promise<void>, stop: AbortController): Promise<void> {
-  let first: { error: unknown } | undefined;
-  await Promise.all(Array.from({ length: count }, () => worker().catch((error: unknown) => {
-    first ??= { error };
-    stop.abort();
-  })));
-  if (first) throw first.error;
 }
 
 /** Stops an import task that has not finished (a failed or interrupted deploy). */
