@@ -11,7 +11,7 @@ import {
   RegisterImageCommand,
   type RegisterImageCommandInput,
 } from '@aws-sdk/client-ec2';
-import { ConfigError, WorkError, errorMessage } from '../../errors.js';
+import { WorkError, errorMessage } from '../../errors.js';
 import type { ImageRecord, DeploymentRecord } from '../../registry/registry.js';
 import { runSteps, type Step } from '../../builder/steps.js';
 import type { DeployContext, Deployer, DeployResult, DeploymentStatus } from '../deployer.js';
@@ -183,8 +183,8 @@ const steps: Step<AwsState>[] = [
 /** `method: import`: the snapshot made by VM Import from the image uploaded to S3. */
 async function importThroughS3(state: AwsState): Promise<void> {
   const { ctx } = state;
-  const bucket = ctx.target.bucket;
-  if (!bucket) throw new ConfigError(`target '${ctx.targetName}': method 'import' needs 'bucket' (an S3 bucket the '${ctx.target.role ?? 'vmimport'}' role can read)`);
+  // Targets.get() refuses `method: import` without a bucket when pim.yml is read.
+  const bucket = ctx.target.bucket!;
   const role = ctx.target.role ?? 'vmimport';
   const short = ctx.image.cache_key.slice(0, 12);
   // Per target: two targets importing through one bucket never share (or delete) an object.
@@ -212,7 +212,6 @@ async function importThroughS3(state: AwsState): Promise<void> {
     onSnapshot: (id) => (state.snapshotId = id),
   });
   bar?.done();
-  state.snapshotId = result.snapshotId;
   ctx.say(`snapshot ${result.snapshotId} imported: ${result.partsSent} part(s) sent, ${result.partsReused} reused, ${result.retries} retries`);
 }
 
