@@ -3,7 +3,7 @@ import { request as httpRequest, type IncomingMessage, type RequestOptions, type
 import { connect } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { dirname, join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { errorMessage } from '../errors.js';
 import { maskUrlCredentials } from '../secrets.js';
 
@@ -13,7 +13,14 @@ export interface PackageCacheStats {
   misses: number;
   missBytes: number;
   passedThrough: number;
+  /** Conditional requests for a release file answered 304 because its content had not changed. */
+  notModified: number;
 }
+
+/** The release files apt fetches by name at every `apt-get update` (everything else by hash). */
+const RELEASE_FILE = /\/dists\/.+\/(InRelease|Release|Release\.gpg)$/;
+/** A release file larger than this is passed through without revalidation (InRelease is ~150 KB). */
+const REVALIDATE_MAX_BYTES = 8 * 1024 * 1024;
 
 /**
  * The package cache of every build on this host: PIM's build server, asked as an HTTP proxy by
@@ -22,9 +29,18 @@ export interface PackageCacheStats {
  * and fetches them from the mirror (through the profile's own proxy, if it has one) only once.
  * Other requests (InRelease, Packages by name) pass through. A file appears in the cache only
  * when complete; parallel builds share the directory.
+ *
+ * Release files are revalidated for the mirror when it cannot: a mirror that sends neither
+ * Last-Modified nor ETag (as the test machines' does) makes apt fetch, verify and re-read every
+ * InRelease at each `apt-get update`, 8-24 s under TCG, and a build runs three (the installer's,
+ * pim-prepare's, the profile's). The cache gives each content of a release file the time it first
+ * saw it as Last-Modified, and answers apt's If-Modified-Since with 304 when the mirror's
+ * content, fetched again in full, is still the one apt has.
  */
 export class PackageCache {
-  readonly stats: PackageCacheStats = { hits: 0, hitBytes: 0, misses: 0, missBytes: 0, passedThrough: 0 };
+  readonly stats: PackageCacheStats = { hits: 0, hitBytes: 0, misses: 0, missBytes: 0, passedThrough: 0, notModified: 0 };
+  /** Each release file's current content (by URL): its SHA-256 and the time it was first seen (whole seconds). */
+  private readonly releaseVersions = new Map<string, { sha256: string; since: number }>();
 
   constructor(
     readonly dir: string,
@@ -57,6 +73,10 @@ export class PackageCache {
     }
     if (!PackageCache.cacheable(url)) {
       this.stats.passedThrough++;
+      if (req.method === 'GET' && RELEASE_FILE.test(url.pathname)) {
+        this.revalidated(url, req, res);
+        return;
+      }
       this.upstream(url, req, (up) => {
         res.writeHead(up.statusCode ?? 502, up.headers);
         up.pipe(res);
@@ -109,6 +129,48 @@ export class PackageCache {
         file.destroy();
         rmSync(temp, { force: true });
         res.destroy();
+      });
+    }, res);
+  }
+
+  /**
+   * A release file, fetched from the mirror in full every time (it is small), and answered 304
+   * when the client's copy -- as old as the Last-Modified the cache gave it -- has the content the
+   * mirror has now. A mirror with validators of its own gets the client's conditions and answers
+   * for itself (a mirror without them ignores them).
+   */
+  private revalidated(url: URL, req: IncomingMessage, res: ServerResponse): void {
+    this.upstream(url, req, (up) => {
+      const size = Number(up.headers['content-length'] ?? 0);
+      if (up.statusCode !== 200 || up.headers['last-modified'] || up.headers.etag || size > REVALIDATE_MAX_BYTES) {
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        up.pipe(res);
+        return;
+      }
+      const chunks: Buffer[] = [];
+      up.on('data', (chunk: Buffer) => chunks.push(chunk));
+      up.on('error', () => res.destroy());
+      up.on('end', () => {
+        const body = Buffer.concat(chunks);
+        if (Number.isFinite(Number(up.headers['content-length'])) && body.length !== size) return res.destroy();
+        const sha256 = createHash('sha256').update(body).digest('hex');
+        let version = this.releaseVersions.get(url.href);
+        if (version?.sha256 !== sha256) {
+          // A new content gets a later time than the one it replaces, even within the same second.
+          version = { sha256, since: Math.max(Math.floor(Date.now() / 1000) * 1000, (version?.since ?? 0) + 1000) };
+          this.releaseVersions.set(url.href, version);
+        }
+        const lastModified = new Date(version.since).toUTCString();
+        const clientHas = Date.parse(String(req.headers['if-modified-since'] ?? ''));
+        if (Number.isFinite(clientHas) && clientHas >= version.since) {
+          this.stats.notModified++;
+          this.log?.(`NOT MODIFIED ${url.pathname}`);
+          res.writeHead(304, { 'last-modified': lastModified, ...(up.headers.date ? { date: up.headers.date } : {}) }).end();
+          return;
+        }
+        const headers = { ...up.headers, 'last-modified': lastModified, 'content-length': String(body.length) };
+        delete headers['transfer-encoding'];
+        res.writeHead(200, headers).end(body);
       });
     }, res);
   }
