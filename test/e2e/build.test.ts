@@ -43,6 +43,9 @@ test('pim build run builds and registers an image, from exactly the inputs it pl
   assert.match(buildLog, /\[record\] BUILD-MACHINE-ID/);
   assert.equal(record.cache_key, resolvePlan(new Project({ projectDir: shared.box.project, env: shared.box.env }), { profileName: SHARED_PROFILE, arch: 'x86_64' }).cacheKey);
   assert.match(buildLog, /\[pim-prepare\] upgrade done: 0 package\(s\) still upgradable/);
+  // The installer's apt-get update dated the release files; pim-prepare's found them unchanged.
+  assert.match(buildLog, /pkg\| NOT MODIFIED \/\S+\/InRelease/);
+  assert.match(buildLog, /\[pim-prepare\] Hit:\d+ http:\/\/\S+ \S+ InRelease/);
   assert.match(record.patched_at ?? '', /^\d{4}-/, 'the record says when the image was patched');
   assert.equal(record.build_user, 'lock');
   const work = join(shared.box.root, 'data', 'pim', 'images', '.work');
