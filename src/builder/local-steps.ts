@@ -300,6 +300,8 @@ export const bootStep: Step<LocalBuildState> = {
             maxIntervalMs: settings.pollIntervalS * 1000,
             signal: AbortSignal.any([ctx.signal, giveUp.signal]),
             onAttempt: (n, err) => ctx.log.line(`ssh attempt ${n}: ${err}`),
+            // The port forward stalls until the guest's network is up: probe, do not wait out 30 s.
+            bannerProbeMs: 3_000,
           },
         ),
       );

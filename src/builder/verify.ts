@@ -84,7 +84,7 @@ export async function verifyImage(project: Project, request: { profileName: stri
     say(`booted a clone of ${record.path} with a NoCloud seed; waiting for SSH`);
     const ssh = await waitForSsh(
       { host: '127.0.0.1', port: vm.sshPort!, username: VERIFIER, privateKeyPath: key.privateKeyPath, hostKey: { kind: 'any' } },
-      { timeoutMs: 15 * 60_000, intervalMs: 2_000, maxIntervalMs: 5_000 },
+      { timeoutMs: 15 * 60_000, intervalMs: 2_000, maxIntervalMs: 5_000, bannerProbeMs: 3_000 },
     );
     try {
       const run = async (command: string) => {

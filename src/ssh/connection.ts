@@ -1,4 +1,5 @@
 import { readFileSync, writeSync } from 'node:fs';
+import { connect as netConnect } from 'node:net';
 import ssh2, { type Client, type ClientChannel, type ConnectConfig, type SFTPWrapper } from 'ssh2';
 import { WorkError, errorMessage } from '../errors.js';
 import { shq } from '../shell.js';
@@ -335,6 +336,39 @@ export interface WaitOptions {
   maxIntervalMs?: number;
   signal?: AbortSignal;
   onAttempt?: (attempt: number, error: string) => void;
+  /**
+   * Before each attempt, wait at most this long for the server's `SSH-` identification on a bare
+   * TCP connection, and retry at once without back-off when none comes. A VM's forwarded port
+   * (QEMU user networking) accepts while the guest is still booting and then stalls: without the
+   * probe an attempt made then waits out the whole handshake timeout, seconds after sshd is up.
+   */
+  bannerProbeMs?: number;
+}
+
+/** Resolves when the server at host:port sends its SSH identification; rejects otherwise. */
+export function sshBanner(host: string, port: number, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const socket = netConnect(port, host);
+    let seen = '';
+    const done = (err?: Error) => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      socket.destroy();
+      if (err) reject(err);
+      else resolve();
+    };
+    const onAbort = () => done(new WorkError('interrupted while waiting for SSH'));
+    const timer = setTimeout(() => done(new WorkError(`no SSH banner within ${timeoutMs} ms`)), timeoutMs);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    socket.on('data', (chunk: Buffer) => {
+      seen += chunk.toString('latin1');
+      // RFC 4253 4.2: the server may send other lines before its identification string.
+      if (/(^|\n)SSH-/.test(seen)) done();
+      else if (seen.length > 8192) done(new WorkError('no SSH banner: the server sent something else'));
+    });
+    socket.on('error', (err) => done(new WorkError(`no SSH banner: ${errorMessage(err)}`)));
+    socket.on('close', () => done(new WorkError('no SSH banner: the connection was closed')));
+  });
 }
 
 /**
@@ -348,6 +382,19 @@ export async function waitForSsh(target: SshTarget, options: WaitOptions): Promi
   let lastError = 'no attempt made';
   for (let attempt = 1; ; attempt++) {
     if (options.signal?.aborted) throw new WorkError('interrupted while waiting for SSH');
+    if (options.bannerProbeMs) {
+      try {
+        const remaining = options.timeoutMs - (Date.now() - started);
+        await sshBanner(target.host, target.port ?? 22, Math.max(100, Math.min(options.bannerProbeMs, remaining)), options.signal);
+      } catch (err) {
+        lastError = errorMessage(err);
+        options.onAttempt?.(attempt, lastError);
+        if (options.timeoutMs - (Date.now() - started) <= 0) break;
+        // The probe waited already (or the port refused at once: a short pause, not a back-off).
+        await sleep(Math.min(500, options.timeoutMs - (Date.now() - started)), options.signal);
+        continue;
+      }
+    }
     const remaining = options.timeoutMs - (Date.now() - started);
     try {
       return await SshConnection.connect({ ...target, readyTimeout: Math.max(1000, Math.min(target.readyTimeout ?? 20_000, remaining)) });

@@ -131,6 +131,56 @@ test('waitForReady succeeds when sshd starts late, through a port that first acc
   }
 });
 
+test('a forwarded port that stalls until sshd is up costs short banner probes, not a handshake timeout', { timeout: 20_000 }, async () => {
+  const late = await prepareSshd(join(box.root, 'stall'));
+  const front = await leasePort();
+  let stalled = 0;
+  let stalledClosed = 0;
+  let proxying = false;
+  const held = new Set<import('node:net').Socket>();
+  // What QEMU's user-mode port forward does while the guest's network is not up yet: accept, say
+  // nothing, hold the connection. A handshake attempt made then would wait out its whole timeout.
+  const proxy: Server = createServer((socket) => {
+    if (!proxying) {
+      stalled++;
+      held.add(socket);
+      socket.on('close', () => stalledClosed++);
+      socket.on('error', () => undefined);
+      return;
+    }
+    const upstream = connect(late.port, '127.0.0.1');
+    socket.pipe(upstream).pipe(socket);
+    upstream.on('error', () => socket.destroy());
+    socket.on('error', () => upstream.destroy());
+  });
+  proxy.listen(front.port, '127.0.0.1');
+  await once(proxy, 'listening');
+  const timer = setTimeout(() => {
+    void late.start().then(() => (proxying = true));
+  }, 2_000);
+  try {
+    const attempts: string[] = [];
+    const ssh = await waitForSsh(
+      // A handshake timeout longer than the test's own: only the probe can make this pass in time.
+      { host: '127.0.0.1', port: front.port, username: late.user, privateKeyPath: late.clientKey.privateKeyPath, hostKey: { kind: 'any' }, readyTimeout: 60_000 },
+      { timeoutMs: 60_000, intervalMs: 5_000, bannerProbeMs: 500, onAttempt: (_, err) => attempts.push(err) },
+    );
+    assert.equal((await ssh.capture('echo ready')).trim(), 'ready');
+    ssh.end();
+    assert.ok(stalled >= 2, `stalled connections: ${stalled}`);
+    assert.ok(attempts.length >= 2 && attempts.every((a) => a === 'no SSH banner within 500 ms'), attempts.join('; '));
+    // Every probe hung up its own stalled connection.
+    for (let i = 0; i < 100 && stalledClosed < stalled; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(stalledClosed, stalled);
+  } finally {
+    clearTimeout(timer);
+    for (const socket of held) socket.destroy();
+    proxy.close();
+    front.release();
+    await late.stop();
+  }
+});
+
 test('waitForReady fails with a clear message naming host, port and the time waited when sshd never starts', async () => {
   const nothing = await leasePort();
   nothing.release();
