@@ -69,7 +69,7 @@ sed "s/PIM_BUILD_USER_POLICY=lock/PIM_BUILD_USER_POLICY=keep/; s/\"http_director
   "$repo/bench/packer/pim-default.json" > "$work/packer.json"
 
 stamp() { date +%s.%N; }
-declare -a pim_total packer_total
+pim_total=(); packer_total=()
 results="$work/results.txt"
 : > "$results"
 for round in $(seq 1 "$rounds"); do
@@ -155,7 +155,7 @@ node -e '
     ["provisioning", (r) => scripts.reduce((a, n) => a + r.phases[n], 0)], ["shutdown", (r) => r.phases.shutdown], ["compaction", (r) => r.phases.compaction],
     ["total", (r) => r.total], ["image MiB", (r) => r.size / 1048576]];
   console.log(`means of ${Math.max(...["PIM", "Packer"].map((t) => rounds.filter((r) => r.tool === t).length))} round(s)     PIM     Packer   PIM/Packer`);
-  for (const [name, f] of rows) { const a = mean("PIM", f), b = mean("Packer", f); console.log(`  ${name.padEnd(16)} ${a.toFixed(1).padStart(8)} ${b.toFixed(1).padStart(9)} ${(a / b).toFixed(2).padStart(9)}`); }
+  for (const [name, f] of rows) { const a = mean("PIM", f), b = mean("Packer", f); const f1 = (x, d) => (Number.isFinite(x) ? x.toFixed(d) : "-"); console.log(`  ${name.padEnd(16)} ${f1(a, 1).padStart(8)} ${f1(b, 1).padStart(9)} ${f1(a / b, 2).padStart(9)}`); }
 ' "$work/rounds.jsonl"
 if [ "${#pim_total[@]}" -gt 0 ] && [ "${#packer_total[@]}" -gt 0 ]; then
   echo "PIM mean ${pm} s, Packer mean ${km} s: PIM takes $(awk -v a="$pm" -v b="$km" 'BEGIN{printf "%.2f", a/b}')x Packer's time ($rounds rounds)"

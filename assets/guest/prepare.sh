@@ -17,7 +17,24 @@ if [ "${PIM_UPGRADE:-1}" != 1 ]; then
   echo "build.upgrade is false: packages left as the installer put them"
   exit 0
 fi
-apt-get update
+# The installer updated the package lists minutes ago in this build: another apt-get update would
+# find the same lists and still cost 10-20 s under TCG (apt checks each InRelease signature again
+# through apt-key, a shell script of some twenty processes). A list file's ctime is when apt last
+# stored it (its mtime is the mirror's date), so the check errs towards updating. Lists older than
+# an hour (a rebuild from a cached install layer) are updated.
+fresh_for=3600
+now=$(date +%s)
+oldest=""
+for list in /var/lib/apt/lists/*Release; do
+  [ -e "$list" ] || continue
+  stored=$(stat -c %Z "$list")
+  if [ -z "$oldest" ] || [ "$stored" -lt "$oldest" ]; then oldest=$stored; fi
+done
+if [ -n "$oldest" ] && [ $((now - oldest)) -ge 0 ] && [ $((now - oldest)) -lt "$fresh_for" ]; then
+  echo "package lists stored $((now - oldest)) s ago (by the installer): not updated again"
+else
+  apt-get update
+fi
 pending=$(apt-get -s full-upgrade | grep -c '^Inst ' || true)
 if [ "$pending" = 0 ]; then
   # Each apt-get run costs seconds under TCG: nothing to upgrade, nothing more to run.

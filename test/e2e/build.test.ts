@@ -43,9 +43,11 @@ test('pim build run builds and registers an image, from exactly the inputs it pl
   assert.match(buildLog, /\[record\] BUILD-MACHINE-ID/);
   assert.equal(record.cache_key, resolvePlan(new Project({ projectDir: shared.box.project, env: shared.box.env }), { profileName: SHARED_PROFILE, arch: 'x86_64' }).cacheKey);
   assert.match(buildLog, /\[pim-prepare\] upgrade done: 0 package\(s\) still upgradable/);
-  // The installer's apt-get update dated the release files; pim-prepare's found them unchanged.
+  // The installer had just updated the package lists: pim-prepare did not update them again, and
+  // base.sh's apt-get update found the release files the installer fetched unchanged.
+  assert.match(buildLog, /\[pim-prepare\] package lists stored \d+ s ago \(by the installer\): not updated again/);
   assert.match(buildLog, /pkg\| NOT MODIFIED \/\S+\/InRelease/);
-  assert.match(buildLog, /\[pim-prepare\] Hit:\d+ http:\/\/\S+ \S+ InRelease/);
+  assert.match(buildLog, /\[base\] Hit:\d+ http:\/\/\S+ \S+ InRelease/);
   assert.match(record.patched_at ?? '', /^\d{4}-/, 'the record says when the image was patched');
   assert.equal(record.build_user, 'lock');
   const work = join(shared.box.root, 'data', 'pim', 'images', '.work');
