@@ -9,8 +9,11 @@
 # - Preseed: rendered by PIM (bench/render-preseed.ts); Packer's copy reboots instead of powering
 #   off (debian-installer/exit/poweroff=false on its boot line) and its late_command fetches
 #   install.sh from Packer's HTTP server (a fixed port, so the file can name it).
-# - Scripts, in PIM's order and as root through sudo: pim-prepare (the upgrade), base, finalize,
-#   pim-seal (with the build user kept, or Packer could not shut the VM down through sudo).
+# - Scripts, in PIM's order and as root through sudo: the upgrade, base, finalize, pim-seal (with
+#   the build user kept, or Packer could not shut the VM down through sudo). PIM's upgrade is its
+#   own pim-prepare; Packer's is what a Packer user writes (bench/packer/upgrade.sh: update,
+#   full-upgrade, autoremove), since pim-prepare's build-time levers are PIM's own (set
+#   VS_PACKER_PREPARE=pim to give Packer PIM's script, as the runs before 2026-11-29 did).
 # - VM shape (bench/packer/pim-default.json, line by line): q35, -cpu max, TCG thread=multi, 2
 #   vCPUs, 2048 MiB, a 20G virtio disk with discard and detect-zeroes, virtio-net, virtio-rng, the
 #   guest agent's virtio-serial port (without it, `systemctl start qemu-guest-agent` in base.sh
@@ -62,7 +65,13 @@ password=$(pim profile show default --json --reveal | node -e 'const p=JSON.pars
 http_port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
 node "$repo/dist/bench/render-preseed.js" "$project" default "$http_port" "$work/http"
 mkdir -p "$work/scripts"
-cp "$repo/assets/guest/prepare.sh" "$work/scripts/pim-prepare.sh"
+# Packer's first script: a Packer user's upgrade (bench/packer/upgrade.sh), or with
+# VS_PACKER_PREPARE=pim PIM's own pim-prepare, build-time levers included.
+if [ "${VS_PACKER_PREPARE:-user}" = pim ]; then
+  cp "$repo/assets/guest/prepare.sh" "$work/scripts/pim-prepare.sh"
+else
+  cp "$repo/bench/packer/upgrade.sh" "$work/scripts/pim-prepare.sh"
+fi
 cp "$repo/assets/scripts.d/base.sh" "$repo/assets/scripts.d/finalize.sh" "$work/scripts/"
 cp "$repo/assets/guest/seal.sh" "$work/scripts/pim-seal.sh"
 sed "s/PIM_BUILD_USER_POLICY=lock/PIM_BUILD_USER_POLICY=keep/; s/\"http_directory\"/\"http_port_min\": $http_port, \"http_port_max\": $http_port, \"http_directory\"/" \
@@ -130,6 +139,7 @@ for round in $(seq 1 "$rounds"); do
     const step = (name) => { const l = lines.find((x) => x.includes(`== step ${name}: done in `)); return l ? +/done in ([\d.]+) s/.exec(l)[1] : NaN; };
     const phases = { "to SSH": step("install") + step("boot") };
     for (let i = 0; i + 1 < marks.length; i++) phases[/script ([a-z0-9-]+)$/.exec(marks[i])[1]] = +(t(marks[i + 1]) - t(marks[i])).toFixed(1);
+    phases["to SSH"] = +phases["to SSH"].toFixed(1);
     phases.shutdown = step("shutdown");
     phases.compaction = step("compact");
     const r = { tool: "PIM", total: +process.argv[2], size: +process.argv[3], phases };
