@@ -19,9 +19,12 @@ CFG
 
 systemctl enable cloud-init-local.service cloud-init.service cloud-config.service cloud-final.service
 # The guest agent is started by udev when the VM has its virtio-serial channel at boot; a build VM
-# has one now, so start it (PIM freezes the file systems through it while it takes a layer).
+# has one now, so start it (PIM freezes the file systems through it while it takes a layer). Only
+# where the channel exists: without it, systemctl waits 90 s for the device before giving up.
 systemctl enable qemu-guest-agent.service 2>/dev/null || true
-systemctl start qemu-guest-agent.service 2>/dev/null || true
+if [ -e /dev/virtio-ports/org.qemu.guest_agent.0 ]; then
+  systemctl start qemu-guest-agent.service 2>/dev/null || true
+fi
 
 # SSH host keys are removed by finalize; make sure sshd has keys at first boot even before (or
 # without) cloud-init generating them.

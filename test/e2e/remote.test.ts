@@ -34,6 +34,13 @@ function remoteYml(host: TestHost, pimPath: string, extra: Record<string, string
 }
 
 /** A sandbox whose `quick` profile needs no network and no cloud-init: builds that are about failing. */
+/** A sandbox removed after the tests (a test host's files live in one). */
+function tracked(prefix: string): Sandbox {
+  const box = sandbox(prefix);
+  boxes.push(box);
+  return box;
+}
+
 function quickProject(): Sandbox {
   const box = sandbox('pim-remote-');
   boxes.push(box);
@@ -48,7 +55,7 @@ let host: TestHost;
 before(async () => {
   if (rootSkip) return;
   pimPath = await installedPim();
-  host = await createTestHost(join(sandbox('pim-host-').root, 'lab'));
+  host = await createTestHost(join(tracked('pim-host-').root, 'lab'));
   hosts.push(host);
   await host.start();
 });
@@ -129,7 +136,7 @@ test('pim build status --json shows a reachable remote with its version and acce
 });
 
 test('the connection dropped during the remote build: exit 1 within the keepalive time, the phase named, nothing registered, no local temp files', { skip: rootSkip, timeout: 20 * 60_000 }, async () => {
-  const nsHost = await createTestHost(join(sandbox('pim-nshost-').root, 'ns'), { netns: true, clientAlive: 5 });
+  const nsHost = await createTestHost(join(tracked('pim-nshost-').root, 'ns'), { netns: true, clientAlive: 5 });
   hosts.push(nsHost);
   await nsHost.start();
   const box = quickProject();

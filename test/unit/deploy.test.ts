@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createArgs, importedVolume, parseConfig, parseNextId, setArgs } from '../../src/deploy/proxmox/qm.js';
@@ -116,8 +116,12 @@ test('RegisterImage: hvm, ENA, gp3 root on /dev/xvda, IMDSv2; uefi for arm64, le
 
 test("cloud-init user-data: the target's file with its ssh_authorized_keys added", () => {
   const dir = mkdtempSync(join(tmpdir(), 'pim-ud-'));
-  writeFileSync(join(dir, 'u.yml'), '#cloud-config\nssh_authorized_keys: [a]\npackages: [htop]\n');
-  assert.equal(userData({ file: join(dir, 'u.yml'), sshAuthorizedKeys: ['a', 'b'] }), '#cloud-config\nssh_authorized_keys:\n  - a\n  - b\npackages:\n  - htop\n');
-  writeFileSync(join(dir, 'bad.yml'), 'users: []\n');
-  assert.throws(() => userData({ file: join(dir, 'bad.yml') }), /must be a cloud-config file/);
+  try {
+    writeFileSync(join(dir, 'u.yml'), '#cloud-config\nssh_authorized_keys: [a]\npackages: [htop]\n');
+    assert.equal(userData({ file: join(dir, 'u.yml'), sshAuthorizedKeys: ['a', 'b'] }), '#cloud-config\nssh_authorized_keys:\n  - a\n  - b\npackages:\n  - htop\n');
+    writeFileSync(join(dir, 'bad.yml'), 'users: []\n');
+    assert.throws(() => userData({ file: join(dir, 'bad.yml') }), /must be a cloud-config file/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
