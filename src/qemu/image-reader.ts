@@ -39,6 +39,8 @@ const NBD_REQUEST_MAGIC = 0x25609513;
 const NBD_SIMPLE_REPLY_MAGIC = 0x67446698;
 const NBD_CMD_READ = 0;
 const NBD_CMD_DISC = 2;
+/** How long qemu-nbd may take to greet once its socket accepts (it greets at once when well). */
+const HANDSHAKE_TIMEOUT_MS = 15_000;
 
 /**
  * Reads an image's guest-visible bytes at any offset, whatever its format (qcow2, compressed or
@@ -84,18 +86,27 @@ export class ImageReader {
     this.current = undefined;
   }
 
-  static async open(image: string, format: 'qcow2' | 'raw' = 'qcow2', log?: LogFn): Promise<ImageReader> {
+  static async open(image: string, format: 'qcow2' | 'raw' = 'qcow2', log?: LogFn, { handshakeTimeoutMs = HANDSHAKE_TIMEOUT_MS } = {}): Promise<ImageReader> {
     const dir = mkdtempSync(join(tmpdir(), 'pim-nbd-'));
     const sock = join(dir, 'nbd.sock');
     const child = spawnManaged('qemu-nbd', ['--read-only', '--format', format, '--socket', sock, '--export-name', '', image], { stdio: ['ignore', 'ignore', 'pipe'], log });
     let stderr = '';
     child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
     let exited = false;
-    child.on('exit', () => (exited = true));
+    const ended = new Promise<void>((resolve) => {
+      child.once('exit', () => resolve());
+      // A program that could not be started emits 'error' and, without setpriv, no 'exit'.
+      child.once('error', (err) => {
+        stderr ||= errorMessage(err);
+        resolve();
+      });
+    }).then(() => {
+      exited = true;
+    });
     const stop = async () => {
       if (!exited) {
         child.kill('SIGTERM');
-        await new Promise((r) => child.once('exit', r));
+        await ended;
       }
       rmSync(dir, { recursive: true, force: true });
     };
@@ -120,13 +131,20 @@ export class ImageReader {
       if (!socket) await new Promise((r) => setTimeout(r, 50));
     }
     const reader = new ImageReader(socket, stop);
+    let timer: NodeJS.Timeout | undefined;
     try {
-      reader.size = await reader.handshake();
+      // A server that accepts and never greets must not hold the deploy forever.
+      const silent = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new WorkError(`qemu-nbd did not answer the NBD handshake for ${image} within ${handshakeTimeoutMs / 1000} s`)), handshakeTimeoutMs);
+      });
+      reader.size = await Promise.race([reader.handshake(), silent]);
       return reader;
     } catch (err) {
       socket.destroy();
       await stop();
       throw err;
+    } finally {
+      clearTimeout(timer);
     }
   }
 
