@@ -2,7 +2,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, statSync, writeFileSync, readFileSync } from 'node:fs';
-import { createServer, connect, type Server } from 'node:net';
+import { createServer, connect, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import { SshConnection, waitForSsh, type SshTarget } from '../../src/ssh/connection.js';
@@ -92,26 +92,31 @@ test('a host key that does not match the pinned fingerprint is refused; known_ho
   assert.ok(Date.now() - started < 5_000);
 });
 
-test('waitForReady succeeds when sshd starts late, through a port that first accepts and drops connections', async () => {
-  const late = await prepareSshd(join(box.root, 'late'));
-  const front = await leasePort();
-  let dropped = 0;
-  let proxying = false;
-  // What a booting VM's forwarded port does: accept, then drop; later, pass through to sshd.
-  const proxy: Server = createServer((socket) => {
-    if (!proxying) {
-      dropped++;
-      socket.destroy();
-      return;
-    }
-    const upstream = connect(late.port, '127.0.0.1');
+/** A booting VM's forwarded port: `booting` takes each connection until `open()`, then they pass through to sshd. */
+function forwardedPort(sshdPort: number, booting: (socket: Socket) => void): { proxy: Server; open: () => void } {
+  let up = false;
+  const proxy = createServer((socket) => {
+    if (!up) return booting(socket);
+    const upstream = connect(sshdPort, '127.0.0.1');
     socket.pipe(upstream).pipe(socket);
     upstream.on('error', () => socket.destroy());
     socket.on('error', () => upstream.destroy());
   });
+  return { proxy, open: () => (up = true) };
+}
+
+test('waitForReady succeeds when sshd starts late, through a port that first accepts and drops connections', async () => {
+  const late = await prepareSshd(join(box.root, 'late'));
+  const front = await leasePort();
+  let dropped = 0;
+  // What a booting VM's forwarded port does: accept, then drop; later, pass through to sshd.
+  const { proxy, open } = forwardedPort(late.port, (socket) => {
+    dropped++;
+    socket.destroy();
+  });
   proxy.listen(front.port, '127.0.0.1');
   const timer = setTimeout(() => {
-    void late.start().then(() => (proxying = true));
+    void late.start().then(open);
   }, 3_000);
   try {
     const attempts: string[] = [];
@@ -136,27 +141,19 @@ test('a forwarded port that stalls until sshd is up costs short banner probes, n
   const front = await leasePort();
   let stalled = 0;
   let stalledClosed = 0;
-  let proxying = false;
-  const held = new Set<import('node:net').Socket>();
+  const held = new Set<Socket>();
   // What QEMU's user-mode port forward does while the guest's network is not up yet: accept, say
   // nothing, hold the connection. A handshake attempt made then would wait out its whole timeout.
-  const proxy: Server = createServer((socket) => {
-    if (!proxying) {
-      stalled++;
-      held.add(socket);
-      socket.on('close', () => stalledClosed++);
-      socket.on('error', () => undefined);
-      return;
-    }
-    const upstream = connect(late.port, '127.0.0.1');
-    socket.pipe(upstream).pipe(socket);
-    upstream.on('error', () => socket.destroy());
-    socket.on('error', () => upstream.destroy());
+  const { proxy, open } = forwardedPort(late.port, (socket) => {
+    stalled++;
+    held.add(socket);
+    socket.on('close', () => stalledClosed++);
+    socket.on('error', () => undefined);
   });
   proxy.listen(front.port, '127.0.0.1');
   await once(proxy, 'listening');
   const timer = setTimeout(() => {
-    void late.start().then(() => (proxying = true));
+    void late.start().then(open);
   }, 2_000);
   try {
     const attempts: string[] = [];
