@@ -42,8 +42,7 @@ function tracked(prefix: string): Sandbox {
 }
 
 function quickProject(): Sandbox {
-  const box = sandbox('pim-remote-');
-  boxes.push(box);
+  const box = tracked('pim-remote-');
   const isoName = useTestInstaller(box, testInstallerIso());
   box.write('profiles.d/q.yml', `quick:\n  iso: ${isoName}\n  packages: ""\n  build: { disk_size: 6G, memory: 1024, cpus: 2, upgrade: false }\n  scripts: [base, finalize]\n`);
   box.write('scripts.d/base.sh', '#!/bin/bash\necho trivial base\n');
@@ -162,8 +161,7 @@ test('the connection dropped during the remote build: exit 1 within the keepaliv
 
 test('--arch all: the cached arch costs nothing, a failing arch does not stop the other, one summary table, exit 1', { skip: rootSkip, timeout: 90 * 60_000 }, async () => {
   const shared = await sharedImage();
-  const box = sandbox('pim-all-');
-  boxes.push(box);
+  const box = tracked('pim-all-');
   cpSync(shared.box.project, box.project, { recursive: true });
   // Both arches; arm64 has no media in this catalog, so it fails (PIM_E2E_ARM64 builds it for real).
   box.write('profiles.d/z-arches.yml', `${SHARED_PROFILE}:\n  architectures: [x86_64, arm64]\n`);

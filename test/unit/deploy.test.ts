@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,6 +10,15 @@ import { AdaptiveLimit, blocksOfExtents } from '../../src/deploy/aws/ebs-upload.
 import { registerImageInput } from '../../src/deploy/aws/aws-deployer.js';
 import { userData } from '../../src/deploy/seed.js';
 import { utmBundleProblems } from '../helpers/utm-bundle.js';
+
+const tempDirs: string[] = [];
+after(() => tempDirs.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
+/** A temp dir removed when the file's tests are done. */
+function tempDir(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  tempDirs.push(dir);
+  return dir;
+}
 
 const target = proxmoxTargetSchema.parse({ type: 'proxmox', host: 'pve', storage: 'local-lvm', ciuser: 'admin', ipconfig0: 'ip=dhcp' });
 
@@ -41,7 +50,7 @@ test('target names: {profile}, {arch} and a 12-character {key}', () => {
 
 test('UTM config.plist passes every loader rule for both arches; UEFI only for arm64; IDE only on q35', () => {
   for (const arch of ['x86_64', 'arm64'] as const) {
-    const dir = mkdtempSync(join(tmpdir(), 'pim-utm-'));
+    const dir = tempDir('pim-utm-');
     mkdirSync(join(dir, 'Data'));
     writeFileSync(join(dir, 'Data', 'disk.qcow2'), '');
     writeFileSync(join(dir, 'Data', 'seed.iso'), '');
@@ -56,7 +65,7 @@ test('UTM config.plist passes every loader rule for both arches; UEFI only for a
 });
 
 test('the validator catches what UTM refuses: a wrong ConfigurationVersion, a bool as integer, a stray file in Data', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'pim-utm-bad-'));
+  const dir = tempDir('pim-utm-bad-');
   mkdirSync(join(dir, 'Data'));
   writeFileSync(join(dir, 'Data', 'disk.qcow2'), '');
   writeFileSync(join(dir, 'Data', 'README'), '');
@@ -115,13 +124,9 @@ test('RegisterImage: hvm, ENA, gp3 root on /dev/xvda, IMDSv2; uefi for arm64, le
 });
 
 test("cloud-init user-data: the target's file with its ssh_authorized_keys added", () => {
-  const dir = mkdtempSync(join(tmpdir(), 'pim-ud-'));
-  try {
-    writeFileSync(join(dir, 'u.yml'), '#cloud-config\nssh_authorized_keys: [a]\npackages: [htop]\n');
-    assert.equal(userData({ file: join(dir, 'u.yml'), sshAuthorizedKeys: ['a', 'b'] }), '#cloud-config\nssh_authorized_keys:\n  - a\n  - b\npackages:\n  - htop\n');
-    writeFileSync(join(dir, 'bad.yml'), 'users: []\n');
-    assert.throws(() => userData({ file: join(dir, 'bad.yml') }), /must be a cloud-config file/);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  const dir = tempDir('pim-ud-');
+  writeFileSync(join(dir, 'u.yml'), '#cloud-config\nssh_authorized_keys: [a]\npackages: [htop]\n');
+  assert.equal(userData({ file: join(dir, 'u.yml'), sshAuthorizedKeys: ['a', 'b'] }), '#cloud-config\nssh_authorized_keys:\n  - a\n  - b\npackages:\n  - htop\n');
+  writeFileSync(join(dir, 'bad.yml'), 'users: []\n');
+  assert.throws(() => userData({ file: join(dir, 'bad.yml') }), /must be a cloud-config file/);
 });
