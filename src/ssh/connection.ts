@@ -387,6 +387,8 @@ export async function waitForSsh(target: SshTarget, options: WaitOptions): Promi
         const remaining = options.timeoutMs - (Date.now() - started);
         await sshBanner(target.host, target.port ?? 22, Math.max(100, Math.min(options.bannerProbeMs, remaining)), options.signal);
       } catch (err) {
+        // Interrupted: not a failed attempt to log and pause after.
+        if (options.signal?.aborted) throw err;
         lastError = errorMessage(err);
         options.onAttempt?.(attempt, lastError);
         if (options.timeoutMs - (Date.now() - started) <= 0) break;
