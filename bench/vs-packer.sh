@@ -17,8 +17,8 @@
 # - VM shape (bench/packer/pim-default.json, line by line): q35, -cpu max, TCG thread=multi, 2
 #   vCPUs, 2048 MiB, a 20G virtio disk with discard and detect-zeroes, virtio-net, virtio-rng, the
 #   guest agent's virtio-serial port (without it, `systemctl start qemu-guest-agent` in base.sh
-#   waits 90 s for a device that never comes), an uncompressed qcow2. PIM builds with build.compress: false, --force (no layers) and an empty
-#   package cache: a cold build each round.
+#   waited 90 s for a device that never comes), an uncompressed qcow2. PIM builds with
+#   build.compress: false, --force (no layers) and an empty package cache: a cold build each round.
 #
 # Packer's SSH port forward listens on all interfaces (its qemu builder has no option for
 # 127.0.0.1 in 1.6.6): run this only on a machine where that is acceptable. Every QEMU this
