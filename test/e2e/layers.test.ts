@@ -1,6 +1,6 @@
 // Layered rebuilds, the package cache and `pim build verify`, on top of the shared image's build:
-// its layer cache and package cache (the remote test host's, a directory on this machine) are
-// this sandbox's cache, so the rebuilds here start from its layers.
+// a copy of its layer cache and package cache (the remote test host's, a directory on this
+// machine) is this sandbox's cache, so the rebuilds here start from its layers.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -19,7 +19,11 @@ before(async () => {
   cpSync(shared.box.project, box.project, { recursive: true });
   rmSync(join(box.project, 'pim.yml')); // build here, not on the remote
   // The remote PIM's cache dir (XDG_CACHE_HOME there) holds the shared build's layers and packages.
-  box.env['XDG_CACHE_HOME'] = join(shared.remoteCacheDir, 'cache');
+  // The rebuilds here use a copy of it, hard links of its files (which PIM only ever replaces with a
+  // rename, never rewrites): the shared cache must stay as the shared build left it, or the next run
+  // of these tests on this machine would find their edited layers already cached.
+  box.env['XDG_CACHE_HOME'] = join(box.root, 'layer-cache');
+  execFileSync('cp', ['-al', join(shared.remoteCacheDir, 'cache'), box.env['XDG_CACHE_HOME']]);
   // The profile's own check: the edit of the last script shows in the image.
   box.write('verify.d/small.sh', '#!/bin/bash\nset -e\ntest -f /etc/pim-layer-edit\ngrep -q second /etc/pim-layer-edit\n! apt-config dump | grep -qi proxy\n');
 });

@@ -1,6 +1,8 @@
 // One finished image for every test that needs one: built once (per content of PIM and the test
 // media) on a remote test host over SSH -- so the same build also proves the remote builder -- and
-// cached under the fixture cache. Tests read it; none modify it.
+// cached under the fixture cache. Tests read it; none modify it (the layer tests rebuild from a
+// copy of its remote's cache): a later run of the suite on the same machine and code reuses it,
+// and must find it as this build left it.
 import { createHash } from 'node:crypto';
 import { execFileSync, spawn } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
