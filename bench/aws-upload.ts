@@ -24,13 +24,13 @@ function cpuSeconds(pid: number): number {
     return NaN;
   }
 }
-/** The qemu-nbd this process started, found in /proc (no process spawned to look). */
-function nbdPid(): number | undefined {
+/** The reader this process started (qemu-nbd, or zstd for PIM's own qcow2 reader), found in /proc (no process spawned to look). */
+function readerPid(): number | undefined {
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      if (stat.includes('(qemu-nbd)') && stat.replace(/^.*\) /, '').split(' ')[1] === String(process.pid)) return Number(entry);
+      if (/\((qemu-nbd|zstd)\)/.test(stat) && stat.replace(/^.*\) /, '').split(' ')[1] === String(process.pid)) return Number(entry);
     } catch {
       /* gone */
     }
@@ -47,11 +47,13 @@ try {
   const started = process.hrtime.bigint();
   const ownCpu = process.cpuUsage();
   const serverCpu = cpuSeconds(server.pid!);
-  let nbdCpu = 0;
-  let nbd: number | undefined;
+  let readerCpu = 0;
+  let reader: number | undefined;
+  const readerName = () => (reader ? (/\((\S+)\)/.exec(readFileSync(`/proc/${reader}/stat`, 'utf8'))?.[1] ?? 'reader') : 'reader');
+  let readerLabel = 'reader';
   const sampler = setInterval(() => {
-    nbd ??= nbdPid();
-    if (nbd) nbdCpu = Math.max(nbdCpu, cpuSeconds(nbd) || 0);
+    if (reader === undefined && (reader = readerPid()) !== undefined) readerLabel = readerName();
+    if (reader) readerCpu = Math.max(readerCpu, cpuSeconds(reader) || 0);
   }, 200);
   const result = await uploadSnapshot(ebs, {
     image, clientToken: `bench-${Date.now()}`, tags: [{ Key: 'Name', Value: 'pim-bench' }], description: 'pim bench', concurrency: 32,
@@ -77,7 +79,7 @@ try {
   console.log(`blocks sent      ${result.blocksSent} of 524288 bytes (${mib(result.blocksSent * 524288)})`);
   console.log(`blocks skipped   ${result.blocksSkipped} (all zero)`);
   console.log(`upload           ${seconds.toFixed(2)} s (${mib(result.bytesRead / seconds)}/s), ${result.retries} retries`);
-  console.log(`CPU              PIM ${((own.user + own.system) / 1e6).toFixed(2)} s, qemu-nbd ${nbdCpu.toFixed(2)} s (or more), test endpoint ${serverUsed.toFixed(2)} s`);
+  console.log(`CPU              PIM ${((own.user + own.system) / 1e6).toFixed(2)} s, ${readerLabel} ${readerCpu.toFixed(2)} s (or more), test endpoint ${serverUsed.toFixed(2)} s`);
   console.log(`sha256sum pass   ${shaSeconds.toFixed(2)} s over ${mib(Math.ceil(allocated / 1048576) * 1048576)}`);
   console.log(`ratio            ${(seconds / shaSeconds).toFixed(2)}x one sha256sum pass`);
 } finally {

@@ -3,6 +3,7 @@ import { setMaxListeners } from 'node:events';
 import { CompleteSnapshotCommand, PutSnapshotBlockCommand, StartSnapshotCommand, type EBSClient } from '@aws-sdk/client-ebs';
 import { WorkError } from '../../errors.js';
 import { ImageReader, dataExtents, type DataExtent } from '../../qemu/image-reader.js';
+import { Qcow2Reader, type DiskReader } from '../../qemu/qcow2-reader.js';
 import { awsCall, withRetries, type RetryCounter } from './errors.js';
 import { allOrStop } from './workers.js';
 
@@ -59,7 +60,11 @@ export async function uploadSnapshot(ebs: EBSClient, options: UploadOptions): Pr
   options.log(`image: ${virtualSize} bytes virtual, ${dataBytes} bytes of data in ${extents.length} extents, ${blocks.size} blocks of ${EBS_BLOCK_SIZE} to read`);
   const counter: RetryCounter = { retries: 0 };
   // The image is opened before the snapshot is started: an unreadable image costs no snapshot.
-  const reader = await ImageReader.open(options.image, 'qcow2', options.log);
+  // The blocks are read in index order: PIM reads the qcow2 itself where it can (its compressed
+  // clusters streamed through zstd in that order), else qemu-nbd serves it.
+  const indices = [...blocks.keys()].sort((a, b) => a - b);
+  const reader: DiskReader =
+    (await Qcow2Reader.open(options.image, indices.flatMap((i) => blocks.get(i)!), options.log)) ?? (await ImageReader.open(options.image, 'qcow2', options.log));
   const digests = new Map<number, Buffer>();
   const limit = new AdaptiveLimit(Math.max(1, options.concurrency));
   const free: Buffer[] = [];
@@ -89,7 +94,6 @@ export async function uploadSnapshot(ebs: EBSClient, options: UploadOptions): Pr
     }
     options.log(`started snapshot ${snapshotId} (${volumeSizeGiB} GiB)`);
 
-    const indices = [...blocks.keys()].sort((a, b) => a - b);
     let next = 0;
     const worker = async () => {
       while (next < indices.length) {

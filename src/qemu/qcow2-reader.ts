@@ -1,0 +1,456 @@
+import type { ChildProcess } from 'node:child_process';
+import { closeSync, openSync, readSync } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+import { WorkError, errorMessage } from '../errors.js';
+import { spawnManaged, which, type LogFn } from '../process.js';
+import type { DataExtent } from './image-reader.js';
+
+/** A read waiting for a compressed cluster; `target`: where the whole cluster goes, if it wants all of it. */
+interface Waiter {
+  target?: Buffer;
+  resolve: (b: Buffer) => void;
+  reject: (e: Error) => void;
+}
+
+/** What the EBS upload reads an image through: this reader or qemu-nbd's. */
+export interface DiskReader {
+  read(offset: number, length: number, into?: Buffer): Promise<Buffer>;
+  /** Bytes of the guest-visible disk read so far. */
+  bytesRead: number;
+  close(): Promise<void>;
+}
+
+const QCOW2_MAGIC = 0x514649fb;
+/** Incompatible feature bit 3: the header names the compression type. Any other bit: not for us. */
+const INCOMPAT_COMPRESSION_TYPE = 1n << 3n;
+const COMPRESSION_ZSTD = 1;
+const ZSTD_MAGIC = 0xfd2fb528;
+
+const enum Kind {
+  Zero = 0,
+  Data = 1,
+  Compressed = 2,
+}
+
+/** Where each guest cluster's bytes are: nowhere (zeros), at a host offset, or compressed there. */
+export interface Qcow2Map {
+  clusterSize: number;
+  virtualSize: number;
+  kind: Uint8Array;
+  host: Float64Array;
+  /** For compressed clusters: the most bytes their compressed data may span (from the L2 entry). */
+  csize: Uint32Array;
+}
+
+/**
+ * Reads the header and the L1/L2 tables of a qcow2 image PIM can read itself: version 2 or 3, no
+ * backing file, no encryption, no external data file, no extended L2 entries, no snapshots in
+ * use, compressed clusters (if any) in zstd. Anything else: the reason, and qemu-nbd reads it.
+ */
+export function readQcow2Map(image: string): Qcow2Map | string {
+  const fd = openSync(image, 'r');
+  try {
+    const header = Buffer.alloc(112);
+    readSync(fd, header, 0, header.length, 0);
+    if (header.readUInt32BE(0) !== QCOW2_MAGIC) return 'not a qcow2 image';
+    const version = header.readUInt32BE(4);
+    if (version !== 2 && version !== 3) return `qcow2 version ${version}`;
+    if (header.readBigUInt64BE(8) !== 0n) return 'it has a backing file';
+    const clusterBits = header.readUInt32BE(20);
+    if (clusterBits < 9 || clusterBits > 21) return `cluster bits ${clusterBits}`;
+    const virtualSize = Number(header.readBigUInt64BE(24));
+    if (header.readUInt32BE(32) !== 0) return 'it is encrypted';
+    const l1Size = header.readUInt32BE(36);
+    const l1Offset = Number(header.readBigUInt64BE(40));
+    let compression = 0;
+    if (version === 3) {
+      const incompatible = header.readBigUInt64BE(72);
+      if (incompatible & ~INCOMPAT_COMPRESSION_TYPE) return `incompatible features 0x${incompatible.toString(16)}`;
+      if (incompatible & INCOMPAT_COMPRESSION_TYPE) {
+        if (header.readUInt32BE(100) <= 104) return 'a compression type flag without the field';
+        compression = header.readUInt8(104);
+      }
+    }
+    const clusterSize = 2 ** clusterBits;
+    const clusters = Math.ceil(virtualSize / clusterSize);
+    const l2Entries = clusterSize / 8;
+    const map: Qcow2Map = { clusterSize, virtualSize, kind: new Uint8Array(clusters), host: new Float64Array(clusters), csize: new Uint32Array(clusters) };
+    // Compressed entries: the host offset in bits 0..s-1, then the count of extra 512-byte sectors.
+    const shift = 62 - (clusterBits - 8);
+    const offsetHighMask = 2 ** (shift - 32) - 1;
+    const sectorsMask = 2 ** (clusterBits - 8) - 1;
+    const l1 = Buffer.alloc(l1Size * 8);
+    readSync(fd, l1, 0, l1.length, l1Offset);
+    const l2 = Buffer.alloc(clusterSize);
+    for (let i = 0; i < l1Size && i * l2Entries < clusters; i++) {
+      const l2Offset = (l1.readUInt32BE(i * 8) & 0x00ffffff) * 2 ** 32 + (l1.readUInt32BE(i * 8 + 4) & 0xfffffe00);
+      if (l2Offset === 0) continue;
+      readSync(fd, l2, 0, clusterSize, l2Offset);
+      for (let j = 0; j < l2Entries; j++) {
+        const c = i * l2Entries + j;
+        if (c >= clusters) break;
+        const hi = l2.readUInt32BE(j * 8);
+        const lo = l2.readUInt32BE(j * 8 + 4);
+        if (hi & 0x40000000) {
+          if (compression !== COMPRESSION_ZSTD) return compression === 0 ? 'zlib-compressed clusters' : `compression type ${compression}`;
+          const host = (hi & offsetHighMask) * 2 ** 32 + lo;
+          const sectors = ((hi >>> (shift - 32)) & sectorsMask) + 1;
+          map.kind[c] = Kind.Compressed;
+          map.host[c] = host;
+          map.csize[c] = sectors * 512 - (host % 512);
+        } else {
+          const host = (hi & 0x00ffffff) * 2 ** 32 + (lo & 0xfffffe00);
+          // Bit 0: reads as zeros (v3); no host offset: unallocated, zeros without a backing file.
+          if ((lo & 1) === 0 && host !== 0) {
+            map.kind[c] = Kind.Data;
+            map.host[c] = host;
+          }
+        }
+      }
+    }
+    return map;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The length of the zstd frame at the start of `data`, walking its block headers; or a reason. */
+export function zstdFrameLength(data: Buffer): number | string {
+  if (data.length < 6 || data.readUInt32LE(0) !== ZSTD_MAGIC) return 'no zstd frame';
+  const descriptor = data[4]!;
+  const singleSegment = (descriptor >> 5) & 1;
+  const fcsSize = [singleSegment ? 1 : 0, 2, 4, 8][descriptor >> 6]!;
+  const dictSize = [0, 1, 2, 4][descriptor & 3]!;
+  const checksum = (descriptor >> 2) & 1;
+  let pos = 5 + (singleSegment ? 0 : 1) + dictSize + fcsSize;
+  for (;;) {
+    if (pos + 3 > data.length) return 'a zstd frame runs past its cluster';
+    const block = data.readUIntLE(pos, 3);
+    const type = (block >> 1) & 3;
+    const size = block >>> 3;
+    if (type === 3) return 'a reserved zstd block type';
+    pos += 3 + (type === 1 ? 1 : size);
+    if (block & 1) break;
+  }
+  pos += checksum * 4;
+  return pos <= data.length ? pos : 'a zstd frame runs past its cluster';
+}
+
+/** The content size a zstd frame header declares, or undefined when it declares none. */
+export function zstdContentSize(data: Buffer): number | undefined {
+  if (data.length < 6 || data.readUInt32LE(0) !== ZSTD_MAGIC) return undefined;
+  const descriptor = data[4]!;
+  const singleSegment = (descriptor >> 5) & 1;
+  const flag = descriptor >> 6;
+  const at = 5 + (singleSegment ? 0 : 1) + [0, 1, 2, 4][descriptor & 3]!;
+  if (flag === 0) return singleSegment ? data.readUInt8(at) : undefined;
+  if (data.length < at + 8) return undefined;
+  if (flag === 1) return data.readUInt16LE(at) + 256;
+  if (flag === 2) return data.readUInt32LE(at);
+  return Number(data.readBigUInt64LE(at));
+}
+
+/** How many decompressed clusters may wait for their reader before zstd's output is paused. */
+const READY_LIMIT = 128;
+const WINDOW = 4 * 1024 * 1024;
+
+/**
+ * Reads the guest-visible bytes of a qcow2 image that `readQcow2Map` accepts, without qemu-nbd:
+ * data clusters are read from the file, zero and unallocated ones are zeros, and compressed
+ * clusters are decompressed by one `zstd -dc`, fed their frames in the order the reads will ask
+ * for them (the ranges given to `open`, which must then be read in that order). qemu-nbd spends
+ * 2.5 CPU-seconds serving the demo image's 863 MiB; zstd alone decompresses them in well under
+ * one (bench/README.md, "the upload's reader").
+ */
+export class Qcow2Reader implements DiskReader {
+  bytesRead = 0;
+  private readonly ready = new Map<number, Buffer>();
+  private readonly waiting = new Map<number, Waiter[]>();
+  private readonly refs = new Map<number, number>();
+  private out?: { cluster: number; buf: Buffer; filled: number; direct?: Waiter };
+  private outPos = 0;
+  private failed?: Error;
+  private paused = false;
+  private closed = false;
+  private exited: Promise<void>;
+
+  private constructor(
+    private readonly map: Qcow2Map,
+    private readonly file: FileHandle,
+    private readonly plan: number[],
+    private readonly zstd: ChildProcess | undefined,
+    private readonly image: string,
+  ) {
+    this.exited = zstd ? new Promise((resolve) => {
+      zstd.once('exit', () => resolve());
+      zstd.once('error', () => resolve());
+    }) : Promise.resolve();
+  }
+
+  /**
+   * The reader for `image`, to read `ranges` in this order; undefined (with the reason logged)
+   * when this reader cannot read the image, which qemu-nbd then serves.
+   */
+  static async open(image: string, ranges: DataExtent[], log?: LogFn): Promise<Qcow2Reader | undefined> {
+    const map = readQcow2Map(image);
+    if (typeof map === 'string') {
+      log?.(`reading the image through qemu-nbd: ${map}`);
+      return undefined;
+    }
+    const { plan, refs } = compressedPlan(map, ranges);
+    if (plan.length && !which('zstd')) {
+      log?.('reading the image through qemu-nbd: no zstd program to decompress its clusters (Debian package zstd)');
+      return undefined;
+    }
+    const problem = checkFrames(image, map, plan);
+    if (problem) {
+      log?.(`reading the image through qemu-nbd: ${problem}`);
+      return undefined;
+    }
+    const file = await open(image, 'r');
+    const zstd = plan.length ? spawnManaged('zstd', ['-d', '-c', '-q', '--no-asyncio'], { stdio: ['pipe', 'pipe', 'pipe'], log }) : undefined;
+    const reader = new Qcow2Reader(map, file, plan, zstd, image);
+    reader.start(refs);
+    log?.(`reading the image itself: ${plan.length} compressed clusters through zstd`);
+    return reader;
+  }
+
+  private start(refs: Map<number, number>): void {
+    for (const [k, v] of refs) this.refs.set(k, v);
+    const zstd = this.zstd;
+    if (!zstd) return;
+    let stderr = '';
+    zstd.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+    zstd.stdout!.on('data', (chunk: Buffer) => this.onOutput(chunk));
+    zstd.stdout!.on('end', () => {
+      if (this.outPos < this.plan.length) this.fail(new WorkError(`zstd ended after ${this.outPos} of ${this.plan.length} compressed clusters of ${this.image}${stderr.trim() ? `: ${stderr.trim().split('\n').at(-1)}` : ''}`));
+    });
+    zstd.once('error', (err) => this.fail(new WorkError(`zstd could not be run: ${errorMessage(err)}`)));
+    zstd.stdin!.on('error', () => {
+      /* zstd gone: its exit or the end of its output says why */
+    });
+    this.feed().catch((err: unknown) => this.fail(err instanceof Error ? err : new Error(String(err))));
+  }
+
+  /**
+   * Writes the compressed clusters' frames to zstd, in plan order, as fast as it takes them;
+   * frames that lie end to end in the file (as QEMU packs them) go in one write.
+   */
+  private async feed(): Promise<void> {
+    const stdin = this.zstd!.stdin!;
+    let window: { start: number; buf: Buffer } | undefined;
+    let span: { from: number; to: number } | undefined;
+    const flush = async () => {
+      if (!span) return;
+      const data = window!.buf.subarray(span.from, span.to);
+      span = undefined;
+      if (!stdin.write(data)) await new Promise<void>((resolve) => stdin.once('drain', resolve));
+    };
+    for (const c of this.plan) {
+      if (this.failed || this.closed) return;
+      const host = this.map.host[c]!;
+      const csize = this.map.csize[c]!;
+      if (!window || host < window.start || host + csize > window.start + window.buf.length) {
+        await flush();
+        // A new buffer each time: zstd's pipe may still hold slices of the last one.
+        const buf = Buffer.allocUnsafe(Math.max(WINDOW, csize));
+        const { bytesRead } = await this.file.read(buf, 0, buf.length, host);
+        window = { start: host, buf: buf.subarray(0, bytesRead) };
+      }
+      const from = host - window.start;
+      const length = zstdFrameLength(window.buf.subarray(from, from + csize));
+      if (typeof length === 'string') throw new WorkError(`${this.image}: the compressed cluster at guest offset ${c * this.map.clusterSize}: ${length}`);
+      if (span && span.to === from) span.to += length;
+      else {
+        await flush();
+        span = { from, to: from + length };
+      }
+    }
+    await flush();
+    stdin.end();
+  }
+
+  private onOutput(chunk: Buffer): void {
+    let pos = 0;
+    const size = this.map.clusterSize;
+    while (pos < chunk.length) {
+      if (!this.out) {
+        const cluster = this.plan[this.outPos];
+        if (cluster === undefined) return this.fail(new WorkError(`zstd gave more than the ${this.plan.length} compressed clusters of ${this.image}`));
+        // The one read of a whole cluster waiting for it: decompressed straight into its buffer.
+        const waiters = this.waiting.get(cluster);
+        const direct = waiters?.length === 1 && waiters[0]!.target && this.refs.get(cluster) === 1 ? waiters[0] : undefined;
+        this.out = { cluster, buf: direct ? direct.target! : Buffer.allocUnsafe(size), filled: 0, direct };
+      }
+      const o = this.out;
+      const n = Math.min(chunk.length - pos, size - o.filled);
+      chunk.copy(o.buf, o.filled, pos, pos + n);
+      o.filled += n;
+      pos += n;
+      if (o.filled === size) {
+        this.out = undefined;
+        this.outPos++;
+        const waiters = this.waiting.get(o.cluster);
+        this.waiting.delete(o.cluster);
+        if (o.direct) {
+          this.refs.delete(o.cluster);
+          o.direct.resolve(o.buf);
+          continue;
+        }
+        this.ready.set(o.cluster, o.buf);
+        for (const w of waiters ?? []) w.resolve(o.buf);
+      }
+    }
+    if (this.ready.size >= READY_LIMIT && this.waiting.size === 0 && !this.paused) {
+      this.paused = true;
+      this.zstd!.stdout!.pause();
+    }
+  }
+
+  /** Compressed cluster `c`, decompressed; into `target` (a whole cluster's room) where possible. */
+  private cluster(c: number, target?: Buffer): Promise<Buffer> {
+    if (this.failed) return Promise.reject(this.failed);
+    const buf = this.ready.get(c);
+    if (buf) return Promise.resolve(buf);
+    return new Promise((resolve, reject) => {
+      const list = this.waiting.get(c) ?? [];
+      list.push({ target, resolve, reject });
+      this.waiting.set(c, list);
+      this.resume();
+    });
+  }
+
+  private release(c: number): void {
+    const left = (this.refs.get(c) ?? 1) - 1;
+    if (left > 0) {
+      this.refs.set(c, left);
+      return;
+    }
+    this.refs.delete(c);
+    this.ready.delete(c);
+    if (this.ready.size < READY_LIMIT) this.resume();
+  }
+
+  private resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.zstd!.stdout!.resume();
+  }
+
+  private fail(err: Error): void {
+    if (this.failed) return;
+    this.failed = err;
+    for (const list of this.waiting.values()) for (const w of list) w.reject(err);
+    this.waiting.clear();
+  }
+
+  /**
+   * `length` bytes at `offset` of the guest-visible disk, in a new buffer or written into the
+   * start of `into`. Compressed clusters must be asked for in the order of the ranges given to
+   * `open`; anything else may be read at any time.
+   */
+  async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
+    if (this.failed) throw this.failed;
+    if (into && into.length < length) throw new RangeError(`a ${into.length}-byte buffer cannot take ${length} bytes`);
+    const out = into ? into.subarray(0, length) : Buffer.allocUnsafe(length);
+    const size = this.map.clusterSize;
+    // Only what the plan streams comes out of zstd: a read of anything else would wait forever.
+    for (let c = Math.floor(offset / size); c * size < offset + length && c < this.map.kind.length; c++) {
+      if (this.map.kind[c] === Kind.Compressed && !this.refs.has(c)) {
+        throw new WorkError(`${this.image}: the compressed cluster at guest offset ${c * size} is not (or no longer) in the reads given to open`);
+      }
+    }
+    const parts: Promise<unknown>[] = [];
+    for (let pos = offset; pos < offset + length; ) {
+      const c = Math.floor(pos / size);
+      const within = pos - c * size;
+      let n = Math.min(size - within, offset + length - pos);
+      const at = pos - offset;
+      const kind = c < this.map.kind.length ? this.map.kind[c]! : Kind.Zero;
+      if (kind === Kind.Compressed) {
+        const whole = n === size ? out.subarray(at, at + n) : undefined;
+        parts.push(this.cluster(c, whole).then((buf) => {
+          if (buf !== whole) {
+            buf.copy(out, at, within, within + n);
+            this.release(c);
+          }
+        }));
+      } else if (kind === Kind.Data) {
+        // Host-contiguous data clusters in one read.
+        let next = c + 1;
+        while (pos + n < offset + length && this.map.kind[next] === Kind.Data && this.map.host[next] === this.map.host[c]! + (next - c) * size) {
+          n += Math.min(size, offset + length - pos - n);
+          next++;
+        }
+        parts.push(this.readFully(out.subarray(at, at + n), this.map.host[c]! + within));
+      } else {
+        out.fill(0, at, at + n);
+      }
+      pos += n;
+    }
+    // Settled, not raced: no part may still be writing into `out` once this returns.
+    const settled = await Promise.allSettled(parts);
+    const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    this.bytesRead += length;
+    return out;
+  }
+
+  private async readFully(into: Buffer, position: number): Promise<void> {
+    let done = 0;
+    while (done < into.length) {
+      const { bytesRead } = await this.file.read(into, done, into.length - done, position + done);
+      if (bytesRead === 0) throw new WorkError(`${this.image} ends before its cluster at ${position}: the image is truncated`);
+      done += bytesRead;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.fail(new WorkError('the image reader is closed'));
+    if (this.zstd && this.zstd.exitCode === null && this.zstd.signalCode === null) {
+      this.zstd.stdout!.resume();
+      this.zstd.kill('SIGTERM');
+    }
+    await this.exited;
+    await this.file.close();
+  }
+}
+
+/** The compressed clusters the ranges touch, in the order they are read, and how many reads use each. */
+export function compressedPlan(map: Qcow2Map, ranges: DataExtent[]): { plan: number[]; refs: Map<number, number> } {
+  const plan: number[] = [];
+  const refs = new Map<number, number>();
+  for (const r of ranges) {
+    if (r.length <= 0) continue;
+    const first = Math.floor(r.start / map.clusterSize);
+    const last = Math.floor((r.start + r.length - 1) / map.clusterSize);
+    for (let c = first; c <= last && c < map.kind.length; c++) {
+      if (map.kind[c] !== Kind.Compressed) continue;
+      if (!refs.has(c)) plan.push(c);
+      refs.set(c, (refs.get(c) ?? 0) + 1);
+    }
+  }
+  return { plan, refs };
+}
+
+/**
+ * Each compressed cluster must be one zstd frame that declares the cluster's size (as QEMU
+ * writes them), or the stream of frames could not be cut back into clusters: checked on the
+ * frame headers before anything is started.
+ */
+function checkFrames(image: string, map: Qcow2Map, plan: number[]): string | undefined {
+  if (!plan.length) return undefined;
+  const fd = openSync(image, 'r');
+  try {
+    const head = Buffer.alloc(18);
+    for (const c of plan) {
+      const n = readSync(fd, head, 0, Math.min(head.length, map.csize[c]!), map.host[c]!);
+      const size = zstdContentSize(head.subarray(0, n));
+      if (size !== map.clusterSize) return `the compressed cluster at guest offset ${c * map.clusterSize} is not one zstd frame of one cluster`;
+    }
+    return undefined;
+  } finally {
+    closeSync(fd);
+  }
+}

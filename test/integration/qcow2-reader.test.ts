@@ -1,0 +1,155 @@
+// PIM's own qcow2 reader against images qemu-img writes: zstd-compressed and uncompressed
+// clusters, holes, read in the order the EBS upload reads them; images it must leave to qemu-nbd;
+// a damaged compressed cluster fails the read with one line and leaves no zstd running.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { blocksOfExtents } from '../../src/deploy/aws/ebs-upload.js';
+import { dataExtents } from '../../src/qemu/image-reader.js';
+import { Qcow2Reader, readQcow2Map } from '../../src/qemu/qcow2-reader.js';
+
+const MiB = 1024 * 1024;
+
+/** Zstd processes whose parent is this test process. */
+function zstdChildren(): number[] {
+  return readdirSync('/proc')
+    .filter((e) => /^\d+$/.test(e))
+    .filter((e) => {
+      try {
+        const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
+        return stat.includes('(zstd)') && stat.replace(/^.*\) /, '').split(' ')[1] === String(process.pid);
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+/** A raw disk: compressible text, incompressible random bytes (stored uncompressed), holes. */
+function makeRaw(dir: string): Buffer {
+  const raw = Buffer.alloc(16 * MiB);
+  raw.write('pim '.repeat(MiB / 2), 0);
+  randomBytes(MiB).copy(raw, 3 * MiB);
+  raw.write('cluster-crossing text '.repeat(20_000), 6 * MiB + 12_345);
+  randomBytes(70_000).copy(raw, 9 * MiB + 500);
+  // Hex digits: compressed to about half, in frames of many blocks' worth.
+  raw.write(randomBytes(MiB / 2).toString('hex'), 11 * MiB);
+  raw.write('the last bytes', 16 * MiB - 14);
+  writeFileSync(join(dir, 'disk.raw'), raw);
+  return raw;
+}
+
+/** The ranges the EBS upload reads, in its order: the blocks overlapping data, block by block. */
+async function uploadRanges(image: string) {
+  const { extents } = await dataExtents(image);
+  const blocks = blocksOfExtents(extents);
+  return [...blocks.keys()].sort((a, b) => a - b).flatMap((i) => blocks.get(i)!);
+}
+
+test('a zstd-compressed qcow2 read through zstd in upload order gives its guest-visible bytes, compressed and uncompressed clusters alike', { timeout: 60_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pim-qcow2-'));
+  try {
+    const raw = makeRaw(dir);
+    const image = join(dir, 'disk.qcow2');
+    execFileSync('qemu-img', ['convert', '-q', '-c', '-f', 'raw', '-O', 'qcow2', '-o', 'compression_type=zstd', join(dir, 'disk.raw'), image]);
+    const map = readQcow2Map(image);
+    assert.ok(typeof map !== 'string', String(map));
+    const kinds = [0, 0, 0];
+    for (const k of map.kind) kinds[k]!++;
+    assert.ok(kinds[1]! >= 16, `random data is stored uncompressed: ${kinds[1]} clusters`);
+    assert.ok(kinds[2]! >= 16, `text is stored compressed: ${kinds[2]} clusters`);
+    const ranges = await uploadRanges(image);
+    const lines: string[] = [];
+    const reader = await Qcow2Reader.open(image, ranges, (l) => lines.push(l));
+    assert.ok(reader, lines.join('\n'));
+    try {
+      assert.match(lines.join('\n'), /reading the image itself: \d+ compressed clusters through zstd/);
+      // As the upload does: many reads in flight, issued in order, some into a given buffer.
+      const into = Buffer.alloc(ranges[0]!.length);
+      const reads = await Promise.all(ranges.map((r, i) => (i === 0 ? reader.read(r.start, r.length, into) : reader.read(r.start, r.length))));
+      ranges.forEach((r, i) => assert.ok(reads[i]!.subarray(0, r.length).equals(raw.subarray(r.start, r.start + r.length)), `bytes at ${r.start}+${r.length}`));
+      assert.equal(reader.bytesRead, ranges.reduce((sum, r) => sum + r.length, 0));
+      // Outside the plan: holes read as zeros, data clusters from the file.
+      assert.ok((await reader.read(12 * MiB, 4096)).equals(Buffer.alloc(4096)));
+      assert.ok((await reader.read(3 * MiB + 100, 1000)).equals(raw.subarray(3 * MiB + 100, 3 * MiB + 1100)));
+      // A compressed cluster read a second time is refused at once, not waited for forever.
+      await assert.rejects(reader.read(0, 4096), /the compressed cluster at guest offset 0 is not \(or no longer\) in the reads given to open/);
+    } finally {
+      await reader.close();
+    }
+    assert.deepEqual(zstdChildren(), []);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('images PIM does not read itself are left to qemu-nbd, with the reason: a backing file, zlib clusters, a cluster not one zstd frame', { timeout: 60_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pim-qcow2-'));
+  try {
+    makeRaw(dir);
+    execFileSync('qemu-img', ['convert', '-q', '-c', '-f', 'raw', '-O', 'qcow2', '-o', 'compression_type=zlib', join(dir, 'disk.raw'), join(dir, 'zlib.qcow2')]);
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', join(dir, 'zlib.qcow2'), '-F', 'qcow2', join(dir, 'child.qcow2')]);
+    // A zstd image whose first compressed cluster does not start with a zstd frame header.
+    execFileSync('qemu-img', ['convert', '-q', '-c', '-f', 'raw', '-O', 'qcow2', '-o', 'compression_type=zstd', join(dir, 'disk.raw'), join(dir, 'bad.qcow2')]);
+    const map = readQcow2Map(join(dir, 'bad.qcow2'));
+    assert.ok(typeof map !== 'string');
+    const fd = openSync(join(dir, 'bad.qcow2'), 'r+');
+    writeSync(fd, Buffer.alloc(4), 0, 4, map.host[map.kind.indexOf(2)]!);
+    closeSync(fd);
+    for (const [file, reason] of [
+      ['zlib.qcow2', /zlib-compressed clusters/],
+      ['child.qcow2', /it has a backing file/],
+      ['disk.raw', /not a qcow2 image/],
+      ['bad.qcow2', /the compressed cluster at guest offset 0 is not one zstd frame of one cluster/],
+    ] as const) {
+      const lines: string[] = [];
+      const image = join(dir, file);
+      assert.equal(await Qcow2Reader.open(image, [{ start: 0, length: 16 * MiB }], (l) => lines.push(l)), undefined, file);
+      assert.match(lines.join('\n'), new RegExp(`reading the image through qemu-nbd: ${reason.source}`), file);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a damaged compressed cluster fails the read naming zstd and the image; no zstd is left running', { timeout: 60_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pim-qcow2-'));
+  try {
+    makeRaw(dir);
+    const image = join(dir, 'disk.qcow2');
+    execFileSync('qemu-img', ['convert', '-q', '-c', '-f', 'raw', '-O', 'qcow2', '-o', 'compression_type=zstd', join(dir, 'disk.raw'), image]);
+    const map = readQcow2Map(image);
+    assert.ok(typeof map !== 'string');
+    // A large compressed cluster's first block turned into a last, compressed block of one
+    // garbage byte (zstd frames from QEMU carry no checksum: garbage inside a block could decode).
+    const victim = map.kind.findIndex((k, c) => k === 2 && map.csize[c]! > 20_000);
+    assert.ok(victim > 0);
+    const fd = openSync(image, 'r+');
+    const header = Buffer.alloc(6);
+    readSync(fd, header, 0, 6, map.host[victim]!);
+    const descriptor = header[4]!;
+    const single = (descriptor >> 5) & 1;
+    const headerLength = 5 + (single ? 0 : 1) + [0, 1, 2, 4][descriptor & 3]! + [single ? 1 : 0, 2, 4, 8][descriptor >> 6]!;
+    writeSync(fd, Buffer.from([0x0d, 0x00, 0x00, 0xff]), 0, 4, map.host[victim]! + headerLength);
+    closeSync(fd);
+    const ranges = await uploadRanges(image);
+    const reader = await Qcow2Reader.open(image, ranges);
+    assert.ok(reader);
+    try {
+      const reads = ranges.map((r) => reader.read(r.start, r.length));
+      const settled = await Promise.allSettled(reads);
+      const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      assert.ok(failed, 'a read fails');
+      assert.match(String(failed.reason.message), /zstd ended after \d+ of \d+ compressed clusters of .*disk\.qcow2|disk\.qcow2: the compressed cluster at guest offset \d+: /);
+    } finally {
+      await reader.close();
+    }
+    assert.deepEqual(zstdChildren(), []);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
