@@ -5,7 +5,7 @@
 // and must find it as this build left it.
 import { createHash } from 'node:crypto';
 import { execFileSync, spawn } from 'node:child_process';
-import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { acquireLock } from '../../src/files/lock.js';
 import { Registry, type ImageRecord } from '../../src/registry/registry.js';
@@ -64,11 +64,20 @@ async function buildShared(): Promise<SharedImage> {
     const resultPath = join(root, 'result.json');
     if (existsSync(resultPath)) {
       const result = JSON.parse(readFileSync(resultPath, 'utf8')) as Omit<SharedImage, 'box'>;
-      if (existsSync(result.record.path)) return { ...result, box: sandboxAt(root, { keep: true }) };
+      if (existsSync(result.record.path)) {
+        const now = new Date();
+        utimesSync(root, now, now); // in use: not pruned by another checkout's run
+        return { ...result, box: sandboxAt(root, { keep: true }) };
+      }
     }
     rmSync(root, { recursive: true, force: true });
     const result = await build(root, iso, pimPath);
     writeFileSync(resultPath, JSON.stringify(result, null, 2));
+    // Each change of PIM's code builds a new one (2-3 GB with its remote's cache): older ones
+    // go, but not one touched in the last hours (another checkout's run may be reading it).
+    for (const old of readdirSync(fixtureCache()).filter((f) => /^shared-image-[0-9a-f]{16}$/.test(f) && f !== `shared-image-${key}`)) {
+      if (Date.now() - statSync(join(fixtureCache(), old)).mtimeMs > 6 * 3600_000) rmSync(join(fixtureCache(), old), { recursive: true, force: true });
+    }
     return { ...result, box: sandboxAt(root, { keep: true }) };
   } finally {
     lock.release();
