@@ -19,7 +19,9 @@ export default async function doctorCommand(opts: GlobalOptions & { json?: boole
   println(`host: ${report.host.platform} ${report.host.arch}`);
   println('tools:');
   for (const [name, check] of Object.entries(report.tools)) {
-    println(check.found ? `  ok       ${name}: ${check.path}${check.version ? ` (${check.version})` : ''}` : `  MISSING  ${name}: install with: ${check.install}`);
+    if (check.found) println(`  ok       ${name}: ${check.path}${check.version ? ` (${check.version})` : ''}`);
+    else if (check.optional) println(`  optional ${name}: not found (${check.optional}); install with: ${check.install}`);
+    else println(`  MISSING  ${name}: install with: ${check.install}`);
   }
   for (const arch of ARCHES) {
     println(`accelerators for ${arch} guests:`);

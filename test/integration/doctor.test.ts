@@ -19,7 +19,7 @@ test('pim doctor --json reports accelerators by trying them, and TCG selected wh
   } else {
     assert.equal(report.selected.x86_64, 'kvm');
   }
-  for (const tool of ['qemu-system-x86_64', 'qemu-system-aarch64', 'qemu-img', 'aarch64-uefi-firmware', 'iso-reader']) {
+  for (const tool of ['qemu-system-x86_64', 'qemu-system-aarch64', 'qemu-img', 'aarch64-uefi-firmware', 'iso-reader', 'zstd']) {
     assert.ok(tool in report.tools, tool);
   }
   assert.match(report.tools['qemu-img'].version, /^\d+\.\d+/);
@@ -30,6 +30,12 @@ test('pim doctor prints the same for a person, with install commands for what is
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /MISSING\s+qemu-img: install with: apt-get install qemu-utils/);
   assert.match(r.stdout, /apt-get install qemu-system-x86/);
+  // zstd is optional: named with what it is for, not among what is missing.
+  assert.match(r.stdout, /optional zstd: not found \(AWS uploads read compressed images through it .*\); install with: apt-get install zstd/);
+  const json = JSON.parse((await pim(box, ['doctor', '--json'], { env: { PATH: '/nonexistent' } })).stdout);
+  assert.equal(json.tools.zstd.found, false);
+  assert.ok(!json.missing.some((m: { what: string }) => m.what === 'zstd'), 'zstd is not missing, only optional');
+  assert.ok(json.missing.some((m: { what: string }) => m.what === 'qemu-img'));
   const real = await pim(box, ['doctor']);
   assert.match(real.stdout, /usable\s+tcg/);
   assert.match(real.stdout, /selected: tcg/);
