@@ -143,8 +143,8 @@ export function zstdContentSize(data: Buffer): number | undefined {
   const singleSegment = (descriptor >> 5) & 1;
   const flag = descriptor >> 6;
   const at = 5 + (singleSegment ? 0 : 1) + [0, 1, 2, 4][descriptor & 3]!;
+  if (data.length < at + [singleSegment, 2, 4, 8][flag]!) return undefined;
   if (flag === 0) return singleSegment ? data.readUInt8(at) : undefined;
-  if (data.length < at + 8) return undefined;
   if (flag === 1) return data.readUInt16LE(at) + 256;
   if (flag === 2) return data.readUInt32LE(at);
   return Number(data.readBigUInt64LE(at));

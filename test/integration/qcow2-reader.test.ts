@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { blocksOfExtents } from '../../src/deploy/aws/ebs-upload.js';
 import { dataExtents } from '../../src/qemu/image-reader.js';
-import { Qcow2Reader, readQcow2Map } from '../../src/qemu/qcow2-reader.js';
+import { Qcow2Reader, readQcow2Map, zstdContentSize, zstdFrameLength } from '../../src/qemu/qcow2-reader.js';
 
 const MiB = 1024 * 1024;
 
@@ -152,4 +152,38 @@ test('a damaged compressed cluster fails the read naming zstd and the image; no 
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('zstd frames are measured by their block headers and their declared size read, whatever follows them', () => {
+  const cases: [string, Buffer][] = [
+    ['text', Buffer.from('pim '.repeat(40_000))],
+    ['random', randomBytes(200_000)],
+    ['one byte', Buffer.from('x')],
+    ['300 bytes', Buffer.alloc(300, 7)],
+  ];
+  const dir = mkdtempSync(join(tmpdir(), 'pim-zstd-'));
+  try {
+    for (const [name, input] of cases) {
+      writeFileSync(join(dir, 'in'), input);
+      for (const flags of [[], ['--check'], ['--no-check']]) {
+        // From a file the frame declares its size; from a pipe zstd cannot know it.
+        const frame = execFileSync('zstd', ['-c', '-q', ...flags, join(dir, 'in')]);
+        const piped = execFileSync('zstd', ['-c', '-q', ...flags], { input });
+        for (const f of [frame, piped]) assert.equal(zstdFrameLength(Buffer.concat([f, randomBytes(100)])), f.length, `${name} ${flags.join(' ')}`);
+        assert.equal(zstdContentSize(frame), input.length, `${name}: declared size`);
+        assert.equal(zstdContentSize(piped), undefined, `${name}: no declared size`);
+      }
+    }
+    // A frame's header alone is enough to read its declared size (a tiny frame may end a sector).
+    for (const [size, header] of [[1, 6], [300, 7], [70_000, 9]]) {
+      writeFileSync(join(dir, 'in'), Buffer.alloc(size!, 1));
+      const tiny = execFileSync('zstd', ['-c', '-q', join(dir, 'in')]);
+      assert.equal(zstdContentSize(tiny.subarray(0, header)), size, `${size} bytes: the size from a ${header}-byte header`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const frame = execFileSync('zstd', ['-c', '-q'], { input: Buffer.from('pim '.repeat(40_000)) });
+  assert.match(String(zstdFrameLength(frame.subarray(0, frame.length - 5))), /runs past its cluster/);
+  assert.equal(zstdFrameLength(Buffer.from('not a frame')), 'no zstd frame');
 });
