@@ -63,6 +63,26 @@ test('import: the snapshot VM Import makes from the uploaded VMDK is the image g
     assert.equal(f.objects.size, 0, 'the S3 object is deleted once the snapshot exists');
     assert.ok(!existsSync(workDir), 'the converted VMDK is removed');
     assert.ok(f.calls.includes('ImportSnapshot'));
+    // Tagged like the EBS path's snapshots (VM Import tags only its task).
+    assert.deepEqual(f.snapshots.get(result.snapshotId)!.tags, [{ Key: 'PIM', Value: 'test' }]);
+    assert.ok(f.calls.indexOf('CreateTags') > f.calls.indexOf('DescribeImportSnapshotTasks'));
+  } finally {
+    await f.stop();
+  }
+});
+
+test('import where tagging is not allowed: the snapshot is made all the same, with a one-line warning naming ec2:CreateTags', { timeout: 180_000 }, async () => {
+  const { image, raw } = makeImage('untagged');
+  const f = new FakeAws({ denyEc2: ['CreateTags'] });
+  await f.start();
+  try {
+    const o = options(f, image, join(dir, 'work-untagged'));
+    const result = await importSnapshot(o);
+    assert.ok(f.snapshotBytes(result.snapshotId).equals(raw));
+    const warning = o.lines.find((l) => l.startsWith('warning: could not tag'));
+    assert.ok(warning, o.lines.join('\n'));
+    assert.match(warning, new RegExp(`could not tag the snapshot ${result.snapshotId} \\(.*ec2:CreateTags`));
+    assert.doesNotMatch(warning, /Encoded authorization failure message/);
   } finally {
     await f.stop();
   }

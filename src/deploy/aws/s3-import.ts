@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, openSync, readFileSync, readSync, closeSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { AbortMultipartUploadCommand, CompleteMultipartUploadCommand, CreateMultipartUploadCommand, DeleteObjectCommand, HeadObjectCommand, ListPartsCommand, UploadPartCommand, type S3Client } from '@aws-sdk/client-s3';
-import { CancelImportTaskCommand, DescribeImportSnapshotTasksCommand, ImportSnapshotCommand, type EC2Client } from '@aws-sdk/client-ec2';
+import { CancelImportTaskCommand, CreateTagsCommand, DescribeImportSnapshotTasksCommand, ImportSnapshotCommand, type EC2Client } from '@aws-sdk/client-ec2';
 import { WorkError, errorMessage } from '../../errors.js';
 import { writeFileAtomic } from '../../files/atomic-write.js';
 import { runChecked } from '../../process.js';
@@ -99,6 +99,14 @@ export async function importSnapshot(options: ImportOptions): Promise<{ snapshot
   options.say(`import task ${taskId} started (role ${options.role}); waiting for its snapshot`);
   const snapshotId = await waitForImport(options, taskId, counter);
   options.onSnapshot?.(snapshotId);
+  // VM Import tags its task, not the snapshot it makes: tagged here, as the EBS path's are.
+  await withRetries('ec2:CreateTags', () => options.ec2.send(new CreateTagsCommand({ Resources: [snapshotId], Tags: options.tags }), { abortSignal: options.signal }), counter, options).then(
+    () => options.log(`tagged ${snapshotId}`),
+    (err: unknown) => {
+      if (options.signal.aborted) throw err;
+      options.say(`warning: could not tag the snapshot ${snapshotId} (${errorMessage(err)}); the AMI does not need its tags`);
+    },
+  );
   await awsCall('s3:DeleteObject', () => options.s3.send(new DeleteObjectCommand({ Bucket: options.bucket, Key: options.key }))).then(
     () => options.log(`deleted s3://${options.bucket}/${options.key}`),
     (err: unknown) => options.say(`warning: could not delete s3://${options.bucket}/${options.key} (${errorMessage(err)}); the snapshot does not need it`),
