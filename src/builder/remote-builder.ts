@@ -6,6 +6,8 @@ import type { RemoteConfig } from '../config/schema.js';
 import { WorkError, errorMessage } from '../errors.js';
 import { hashFile } from '../iso/checksum.js';
 import { IsoStore } from '../iso/store.js';
+import { qemuBinary } from '../qemu/command.js';
+import { MIN_QEMU, qemuTooOld } from '../qemu/doctor.js';
 import { shq } from '../shell.js';
 import type { SshConnection } from '../ssh/connection.js';
 import { connectToHost } from '../ssh/hosts.js';
@@ -141,6 +143,16 @@ const checkPhase = phase('check', async (state) => {
   }
   if (majorMinor(version) !== majorMinor(wanted)) {
     throw new WorkError(`${state.name} runs PIM ${version} at ${remote.pim_path}, but this build needs ${majorMinor(wanted)}.x (this machine runs ${wanted})`);
+  }
+  // QEMU there, checked before anything is uploaded (the ISO can be hundreds of MiB).
+  for (const tool of [qemuBinary(job.plan.arch), 'qemu-img']) {
+    const r = await remoteCapture(state, `${shq(tool)} --version`);
+    const qemuVersion = /version\s+(\d+\.\d+(?:\.\d+)?)/i.exec(r.stdout)?.[1];
+    if (r.code !== 0 || !qemuVersion) {
+      const why = (r.stderr.trim() || r.stdout.trim() || `exit ${r.code}`).split('\n').at(-1);
+      throw new WorkError(`${state.name} has no working ${tool} (${why}); install QEMU ${MIN_QEMU.join('.')} or later there`);
+    }
+    if (qemuTooOld(qemuVersion)) throw new WorkError(`${state.name} runs ${tool} ${qemuVersion}; PIM needs QEMU ${MIN_QEMU.join('.')} or later there`);
   }
   const cache = remote.cache_dir ?? '~/.cache/pim/remote';
   const resolved = await remoteRun(state, `mkdir -p ${remotePath(cache)} && cd ${remotePath(cache)} && pwd -P`, `creating the cache dir ${cache}`);

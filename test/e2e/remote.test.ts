@@ -117,6 +117,32 @@ test('a remote whose pim is of another major.minor, or missing, is refused, nami
   assert.match(missing.stderr, /PIM does not answer at .*no-such-pim on lab \(.*(not found|No such file).*\); install PIM 0\.1\.x there/);
 });
 
+test('a remote with QEMU older than 5.2, or without qemu-img, is refused in the check phase, before the ISO is uploaded', { skip: rootSkip, timeout: 5 * 60_000 }, async () => {
+  const box = quickProject();
+  // A host whose PATH finds an old qemu-system-x86_64 first (the message Debian's QEMU 4.2 prints).
+  const bin = join(box.root, 'old-qemu-bin');
+  mkdirSync(bin, { recursive: true });
+  writeFileSync(join(bin, 'qemu-system-x86_64'), '#!/bin/sh\necho "QEMU emulator version 4.2.1 (Debian 1:4.2-3ubuntu6.30)"\n');
+  writeFileSync(join(bin, 'qemu-img'), '#!/bin/sh\necho "qemu-img: command not found in this test" >&2\nexit 127\n');
+  chmodSync(join(bin, 'qemu-system-x86_64'), 0o755);
+  const old = await createTestHost(join(tracked('pim-oldqemu-').root, 'old'), { env: { PATH: `${bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin` } });
+  hosts.push(old);
+  await old.start();
+  box.write('pim.yml', remoteYml(old, pimPath));
+  const r = await pim(box, ['build', 'run', 'quick', '--arch', 'x86_64']);
+  assert.equal(r.status, 1, r.stderr);
+  assert.match(r.stderr, /lab runs qemu-system-x86_64 4\.2\.1; PIM needs QEMU 5\.2 or later there/);
+  assert.match(r.stderr, /failed in the check phase/);
+  assert.doesNotMatch(r.stderr, /==> remote-upload/);
+  assert.ok(!existsSync(join(old.home, 'pim-cache', 'isos')), 'nothing was uploaded');
+  // A good qemu-system but no working qemu-img: named, with what the shell said.
+  chmodSync(join(bin, 'qemu-img'), 0o755);
+  writeFileSync(join(bin, 'qemu-system-x86_64'), '#!/bin/sh\necho "QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)"\n');
+  const img = await pim(box, ['build', 'run', 'quick', '--arch', 'x86_64']);
+  assert.equal(img.status, 1, img.stderr);
+  assert.match(img.stderr, /lab has no working qemu-img \(qemu-img: command not found in this test\); install QEMU 5\.2 or later there/);
+});
+
 test('pim build status --json shows a reachable remote with its version and accelerators, and an unreachable one with the reason, within 10 s', { skip: rootSkip, timeout: 5 * 60_000 }, async () => {
   const box = quickProject();
   box.write('pim.yml', `${remoteYml(host, pimPath)}    dead:\n      host: 127.0.0.1\n      port: 9\n      user: root\n      identity_file: ${host.clientKey.privateKeyPath}\n`);
