@@ -114,15 +114,22 @@ export function readQcow2Map(image: string): Qcow2Map | string {
   }
 }
 
-/** The length of the zstd frame at the start of `data`, walking its block headers; or a reason. */
-export function zstdFrameLength(data: Buffer): number | string {
-  if (data.length < 6 || data.readUInt32LE(0) !== ZSTD_MAGIC) return 'no zstd frame';
+/** The header of the zstd frame at the start of `data` (RFC 8878, 3.1.1.1), or undefined. */
+function zstdHeader(data: Buffer): { fcsAt: number; fcsSize: number; length: number; checksum: boolean } | undefined {
+  if (data.length < 6 || data.readUInt32LE(0) !== ZSTD_MAGIC) return undefined;
   const descriptor = data[4]!;
   const singleSegment = (descriptor >> 5) & 1;
-  const fcsSize = [singleSegment ? 1 : 0, 2, 4, 8][descriptor >> 6]!;
-  const dictSize = [0, 1, 2, 4][descriptor & 3]!;
-  const checksum = (descriptor >> 2) & 1;
-  let pos = 5 + (singleSegment ? 0 : 1) + dictSize + fcsSize;
+  // After the descriptor: the window descriptor (unless single-segment), the dictionary id, the content size.
+  const fcsAt = 5 + (singleSegment ? 0 : 1) + [0, 1, 2, 4][descriptor & 3]!;
+  const fcsSize = [singleSegment, 2, 4, 8][descriptor >> 6]!;
+  return { fcsAt, fcsSize, length: fcsAt + fcsSize, checksum: ((descriptor >> 2) & 1) === 1 };
+}
+
+/** The length of the zstd frame at the start of `data`, walking its block headers; or a reason. */
+export function zstdFrameLength(data: Buffer): number | string {
+  const header = zstdHeader(data);
+  if (!header) return 'no zstd frame';
+  let pos = header.length;
   for (;;) {
     if (pos + 3 > data.length) return 'a zstd frame runs past its cluster';
     const block = data.readUIntLE(pos, 3);
@@ -132,22 +139,19 @@ export function zstdFrameLength(data: Buffer): number | string {
     pos += 3 + (type === 1 ? 1 : size);
     if (block & 1) break;
   }
-  pos += checksum * 4;
+  if (header.checksum) pos += 4;
   return pos <= data.length ? pos : 'a zstd frame runs past its cluster';
 }
 
 /** The content size a zstd frame header declares, or undefined when it declares none. */
 export function zstdContentSize(data: Buffer): number | undefined {
-  if (data.length < 6 || data.readUInt32LE(0) !== ZSTD_MAGIC) return undefined;
-  const descriptor = data[4]!;
-  const singleSegment = (descriptor >> 5) & 1;
-  const flag = descriptor >> 6;
-  const at = 5 + (singleSegment ? 0 : 1) + [0, 1, 2, 4][descriptor & 3]!;
-  if (data.length < at + [singleSegment, 2, 4, 8][flag]!) return undefined;
-  if (flag === 0) return singleSegment ? data.readUInt8(at) : undefined;
-  if (flag === 1) return data.readUInt16LE(at) + 256;
-  if (flag === 2) return data.readUInt32LE(at);
-  return Number(data.readBigUInt64LE(at));
+  const header = zstdHeader(data);
+  if (!header || header.fcsSize === 0 || data.length < header.length) return undefined;
+  const { fcsAt, fcsSize } = header;
+  if (fcsSize === 1) return data.readUInt8(fcsAt);
+  if (fcsSize === 2) return data.readUInt16LE(fcsAt) + 256;
+  if (fcsSize === 4) return data.readUInt32LE(fcsAt);
+  return Number(data.readBigUInt64LE(fcsAt));
 }
 
 /** How many decompressed clusters may wait for their reader before zstd's output is paused. */
@@ -158,15 +162,14 @@ const WINDOW = 4 * 1024 * 1024;
  * Reads the guest-visible bytes of a qcow2 image that `readQcow2Map` accepts, without qemu-nbd:
  * data clusters are read from the file, zero and unallocated ones are zeros, and compressed
  * clusters are decompressed by one `zstd -dc`, fed their frames in the order the reads will ask
- * for them (the ranges given to `open`, which must then be read in that order). qemu-nbd spends
- * 2.5 CPU-seconds serving the demo image's 863 MiB; zstd alone decompresses them in well under
- * one (bench/README.md, "the upload's reader").
+ * for them (the ranges given to `open`, which must then be read in that order). qemu-nbd spent
+ * 1.9-3.0 CPU-seconds serving the demo image's 863 MiB of data; zstd decompresses them in 0.8
+ * (bench/README.md, "PIM's own qcow2 reader").
  */
 export class Qcow2Reader implements DiskReader {
   bytesRead = 0;
   private readonly ready = new Map<number, Buffer>();
   private readonly waiting = new Map<number, Waiter[]>();
-  private readonly refs = new Map<number, number>();
   private out?: { cluster: number; buf: Buffer; filled: number; direct?: Waiter };
   private outPos = 0;
   private failed?: Error;
@@ -178,6 +181,8 @@ export class Qcow2Reader implements DiskReader {
     private readonly map: Qcow2Map,
     private readonly file: FileHandle,
     private readonly plan: number[],
+    /** How many reads of the plan still want each compressed cluster. */
+    private readonly refs: Map<number, number>,
     private readonly zstd: ChildProcess | undefined,
     private readonly image: string,
   ) {
@@ -209,14 +214,13 @@ export class Qcow2Reader implements DiskReader {
     }
     const file = await open(image, 'r');
     const zstd = plan.length ? spawnManaged('zstd', ['-d', '-c', '-q', '--no-asyncio'], { stdio: ['pipe', 'pipe', 'pipe'], log }) : undefined;
-    const reader = new Qcow2Reader(map, file, plan, zstd, image);
-    reader.start(refs);
+    const reader = new Qcow2Reader(map, file, plan, refs, zstd, image);
+    reader.start();
     log?.(`reading the image itself: ${plan.length} compressed clusters through zstd`);
     return reader;
   }
 
-  private start(refs: Map<number, number>): void {
-    for (const [k, v] of refs) this.refs.set(k, v);
+  private start(): void {
     const zstd = this.zstd;
     if (!zstd) return;
     let stderr = '';
