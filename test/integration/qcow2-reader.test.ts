@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { blocksOfExtents } from '../../src/deploy/aws/ebs-upload.js';
 import { dataExtents } from '../../src/qemu/image-reader.js';
-import { Qcow2Reader, readQcow2Map, zstdContentSize, zstdFrameLength } from '../../src/qemu/qcow2-reader.js';
+import { Qcow2Reader, readQcow2Map, zstdContentSize, zstdFrameLength, type Qcow2Map } from '../../src/qemu/qcow2-reader.js';
 
 const MiB = 1024 * 1024;
 
@@ -43,6 +43,15 @@ function makeRaw(dir: string): Buffer {
   return raw;
 }
 
+/** `disk.raw` of `dir` as a zstd-compressed qcow2 (as PIM writes them), with its cluster map. */
+function zstdQcow2(dir: string, name: string): { image: string; map: Qcow2Map } {
+  const image = join(dir, name);
+  execFileSync('qemu-img', ['convert', '-q', '-c', '-f', 'raw', '-O', 'qcow2', '-o', 'compression_type=zstd', join(dir, 'disk.raw'), image]);
+  const map = readQcow2Map(image);
+  assert.ok(typeof map !== 'string', String(map));
+  return { image, map };
+}
+
 /** The ranges the EBS upload reads, in its order: the blocks overlapping data, block by block. */
 async function uploadRanges(image: string) {
   const { extents } = await dataExtents(image);
@@ -54,10 +63,7 @@ test('a zstd-compressed qcow2 read through zstd in upload order gives its guest-
   const dir = mkdtempSync(join(tmpdir(), 'pim-qcow2-'));
   try {
     const raw = makeRaw(dir);
-    const image = join(dir, 'disk.qcow2');
-    execFileSync('qemu-img', ['convert', '-q', '-c', '-f', 'raw', '-O', 'qcow2', '-o', 'compression_type=zstd', join(dir, 'disk.raw'), image]);
-    const map = readQcow2Map(image);
-    assert.ok(typeof map !== 'string', String(map));
+    const { image, map } = zstdQcow2(dir, 'disk.qcow2');
     const kinds = [0, 0, 0];
     for (const k of map.kind) kinds[k]!++;
     assert.ok(kinds[1]! >= 16, `random data is stored uncompressed: ${kinds[1]} clusters`);
@@ -94,11 +100,9 @@ test('images PIM does not read itself are left to qemu-nbd, with the reason: a b
     execFileSync('qemu-img', ['convert', '-q', '-c', '-f', 'raw', '-O', 'qcow2', '-o', 'compression_type=zlib', join(dir, 'disk.raw'), join(dir, 'zlib.qcow2')]);
     execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', join(dir, 'zlib.qcow2'), '-F', 'qcow2', join(dir, 'child.qcow2')]);
     // A zstd image whose first compressed cluster does not start with a zstd frame header.
-    execFileSync('qemu-img', ['convert', '-q', '-c', '-f', 'raw', '-O', 'qcow2', '-o', 'compression_type=zstd', join(dir, 'disk.raw'), join(dir, 'bad.qcow2')]);
-    const map = readQcow2Map(join(dir, 'bad.qcow2'));
-    assert.ok(typeof map !== 'string');
-    const fd = openSync(join(dir, 'bad.qcow2'), 'r+');
-    writeSync(fd, Buffer.alloc(4), 0, 4, map.host[map.kind.indexOf(2)]!);
+    const bad = zstdQcow2(dir, 'bad.qcow2');
+    const fd = openSync(bad.image, 'r+');
+    writeSync(fd, Buffer.alloc(4), 0, 4, bad.map.host[bad.map.kind.indexOf(2)]!);
     closeSync(fd);
     for (const [file, reason] of [
       ['zlib.qcow2', /zlib-compressed clusters/],
@@ -120,10 +124,7 @@ test('a damaged compressed cluster fails the read naming zstd and the image; no 
   const dir = mkdtempSync(join(tmpdir(), 'pim-qcow2-'));
   try {
     makeRaw(dir);
-    const image = join(dir, 'disk.qcow2');
-    execFileSync('qemu-img', ['convert', '-q', '-c', '-f', 'raw', '-O', 'qcow2', '-o', 'compression_type=zstd', join(dir, 'disk.raw'), image]);
-    const map = readQcow2Map(image);
-    assert.ok(typeof map !== 'string');
+    const { image, map } = zstdQcow2(dir, 'disk.qcow2');
     // A large compressed cluster's first block turned into a last, compressed block of one
     // garbage byte (zstd frames from QEMU carry no checksum: garbage inside a block could decode).
     const victim = map.kind.findIndex((k, c) => k === 2 && map.csize[c]! > 20_000);
