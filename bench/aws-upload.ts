@@ -25,12 +25,13 @@ function cpuSeconds(pid: number): number {
   }
 }
 /** The reader this process started (qemu-nbd, or zstd for PIM's own qcow2 reader), found in /proc (no process spawned to look). */
-function readerPid(): number | undefined {
+function readerProcess(): { pid: number; name: string } | undefined {
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      if (/\((qemu-nbd|zstd)\)/.test(stat) && stat.replace(/^.*\) /, '').split(' ')[1] === String(process.pid)) return Number(entry);
+      const name = /\((qemu-nbd|zstd)\)/.exec(stat)?.[1];
+      if (name && stat.replace(/^.*\) /, '').split(' ')[1] === String(process.pid)) return { pid: Number(entry), name };
     } catch {
       /* gone */
     }
@@ -48,12 +49,10 @@ try {
   const ownCpu = process.cpuUsage();
   const serverCpu = cpuSeconds(server.pid!);
   let readerCpu = 0;
-  let reader: number | undefined;
-  const readerName = () => (reader ? (/\((\S+)\)/.exec(readFileSync(`/proc/${reader}/stat`, 'utf8'))?.[1] ?? 'reader') : 'reader');
-  let readerLabel = 'reader';
+  let reader: { pid: number; name: string } | undefined;
   const sampler = setInterval(() => {
-    if (reader === undefined && (reader = readerPid()) !== undefined) readerLabel = readerName();
-    if (reader) readerCpu = Math.max(readerCpu, cpuSeconds(reader) || 0);
+    reader ??= readerProcess();
+    if (reader) readerCpu = Math.max(readerCpu, cpuSeconds(reader.pid) || 0);
   }, 200);
   const result = await uploadSnapshot(ebs, {
     image, clientToken: `bench-${Date.now()}`, tags: [{ Key: 'Name', Value: 'pim-bench' }], description: 'pim bench', concurrency: 32,
@@ -79,7 +78,7 @@ try {
   console.log(`blocks sent      ${result.blocksSent} of 524288 bytes (${mib(result.blocksSent * 524288)})`);
   console.log(`blocks skipped   ${result.blocksSkipped} (all zero)`);
   console.log(`upload           ${seconds.toFixed(2)} s (${mib(result.bytesRead / seconds)}/s), ${result.retries} retries`);
-  console.log(`CPU              PIM ${((own.user + own.system) / 1e6).toFixed(2)} s, ${readerLabel} ${readerCpu.toFixed(2)} s (or more), test endpoint ${serverUsed.toFixed(2)} s`);
+  console.log(`CPU              PIM ${((own.user + own.system) / 1e6).toFixed(2)} s, ${reader?.name ?? 'reader'} ${readerCpu.toFixed(2)} s (or more), test endpoint ${serverUsed.toFixed(2)} s`);
   console.log(`sha256sum pass   ${shaSeconds.toFixed(2)} s over ${mib(Math.ceil(allocated / 1048576) * 1048576)}`);
   console.log(`ratio            ${(seconds / shaSeconds).toFixed(2)}x one sha256sum pass`);
 } finally {
