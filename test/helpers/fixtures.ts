@@ -1,8 +1,25 @@
 import { execFileSync } from 'node:child_process';
+import { readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { repoRoot } from './env.js';
 
 let tinyVmDir: string | undefined;
+
+/** Where fixtures too slow to make every run are cached: $PIM_FIXTURE_CACHE, else ~/.cache/pim-fixtures. */
+export function fixtureCache(): string {
+  return process.env['PIM_FIXTURE_CACHE'] ?? join(process.env['HOME'] ?? '/root', '.cache/pim-fixtures');
+}
+
+/**
+ * Removes the fixtures named `prefix`+something other than `current` (each code change makes a
+ * new one), but not one touched in the last hours: another checkout's run may be using it.
+ */
+export function pruneFixtures(prefix: string, current: string): void {
+  const cache = fixtureCache();
+  for (const old of readdirSync(cache).filter((f) => f.startsWith(prefix) && !f.startsWith(`${prefix}${current}`))) {
+    if (Date.now() - statSync(join(cache, old)).mtimeMs > 6 * 3600_000) rmSync(join(cache, old), { recursive: true, force: true });
+  }
+}
 
 /** The tiny VM of test/fixtures/tiny-vm (built once, cached on disk): { kernel, initrd }. */
 export function tinyVm(): { kernel: string; initrd: string } {

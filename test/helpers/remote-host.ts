@@ -3,7 +3,7 @@
 // network namespace of its own, and a real `pim` installed there from this checkout with
 // `npm pack` and `npm install`, as a user would.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { userInfo } from 'node:os';
 import { createBuildKeyPair, type BuildKeyPair } from '../../src/ssh/keys.js';
@@ -11,7 +11,7 @@ import { fingerprintOf } from '../../src/ssh/host-keys.js';
 import { leasePort } from '../../src/qemu/ports.js';
 import { acquireLock } from '../../src/files/lock.js';
 import { repoRoot } from './env.js';
-import { until } from './fixtures.js';
+import { fixtureCache, pruneFixtures, until } from './fixtures.js';
 
 export interface TestHost {
   /** The address and port sshd listens on. */
@@ -83,7 +83,7 @@ export async function createTestHost(dir: string, options: TestHostOptions = {})
     XDG_DATA_HOME: join(home, '.local/share'),
     XDG_CACHE_HOME: join(home, '.cache'),
     XDG_STATE_HOME: join(home, '.local/state'),
-    PIM_FIXTURE_CACHE: process.env['PIM_FIXTURE_CACHE'] ?? join(process.env['HOME'] ?? '/root', '.cache/pim-fixtures'),
+    PIM_FIXTURE_CACHE: fixtureCache(),
     ...options.env,
   };
   writeFileSync(
@@ -173,7 +173,7 @@ export function removeNetns(host: TestHost): void {
  * the tarball into a prefix. Built once per checkout content and cached; returns the `pim` path.
  */
 export async function installedPim(): Promise<string> {
-  const cache = join(process.env['PIM_FIXTURE_CACHE'] ?? join(process.env['HOME'] ?? '/root', '.cache/pim-fixtures'));
+  const cache = fixtureCache();
   mkdirSync(cache, { recursive: true });
   const hash = execFileSync('sh', ['-c', 'cat package.json $(find dist/src assets bin -type f | sort) | sha256sum | cut -c1-16'], { cwd: repoRoot, encoding: 'utf8' }).trim();
   const prefix = join(cache, `pim-install-${hash}`);
@@ -185,11 +185,7 @@ export async function installedPim(): Promise<string> {
     mkdirSync(packDir, { recursive: true });
     const tarball = execFileSync('npm', ['pack', '--silent', '--pack-destination', packDir], { cwd: repoRoot, encoding: 'utf8' }).trim().split('\n').at(-1)!;
     execFileSync('npm', ['install', '-g', '--prefix', prefix, '--no-audit', '--no-fund', '--prefer-offline', join(packDir, tarball)], { stdio: ['ignore', 'ignore', 'inherit'] });
-    // Older installs go, but not one made in the last hours: another checkout's test run on this
-    // machine may be using it right now.
-    for (const old of readdirSync(cache).filter((f) => f.startsWith('pim-install-') && !f.startsWith(`pim-install-${hash}`))) {
-      if (Date.now() - statSync(join(cache, old)).mtimeMs > 6 * 3600_000) execFileSync('rm', ['-rf', join(cache, old)]);
-    }
+    pruneFixtures('pim-install-', hash);
     return bin;
   } finally {
     lock.release();

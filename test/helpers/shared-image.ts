@@ -5,12 +5,12 @@
 // and must find it as this build left it.
 import { createHash } from 'node:crypto';
 import { execFileSync, spawn } from 'node:child_process';
-import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { acquireLock } from '../../src/files/lock.js';
 import { Registry, type ImageRecord } from '../../src/registry/registry.js';
 import { pimBin, repoRoot, sandboxAt, type Sandbox } from './env.js';
-import { until } from './fixtures.js';
+import { fixtureCache, pruneFixtures, until } from './fixtures.js';
 import { testInstallerIso } from './installer.js';
 import { createTestHost, installedPim } from './remote-host.js';
 
@@ -33,10 +33,6 @@ export const BUILD_PASSWORD = 'build-secret-pw';
 export const RECORD_SCRIPT =
   '#!/bin/bash\nset -euo pipefail\necho "BUILD-MACHINE-ID $(cat /etc/machine-id)"\necho "BUILD-HOSTKEY $(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub | cut -d" " -f2)"\n' +
   'history -c\necho "echo from-the-build" >> /root/.bash_history\n';
-
-function fixtureCache(): string {
-  return process.env['PIM_FIXTURE_CACHE'] ?? join(process.env['HOME'] ?? '/root', '.cache/pim-fixtures');
-}
 
 let memo: Promise<SharedImage> | undefined;
 
@@ -73,11 +69,8 @@ async function buildShared(): Promise<SharedImage> {
     rmSync(root, { recursive: true, force: true });
     const result = await build(root, iso, pimPath);
     writeFileSync(resultPath, JSON.stringify(result, null, 2));
-    // Each change of PIM's code builds a new one (2-3 GB with its remote's cache): older ones
-    // go, but not one touched in the last hours (another checkout's run may be reading it).
-    for (const old of readdirSync(fixtureCache()).filter((f) => /^shared-image-[0-9a-f]{16}$/.test(f) && f !== `shared-image-${key}`)) {
-      if (Date.now() - statSync(join(fixtureCache(), old)).mtimeMs > 6 * 3600_000) rmSync(join(fixtureCache(), old), { recursive: true, force: true });
-    }
+    // Each change of PIM's code builds a new one (2-3 GB with its remote's cache).
+    pruneFixtures('shared-image-', key);
     return { ...result, box: sandboxAt(root, { keep: true }) };
   } finally {
     lock.release();
