@@ -119,8 +119,10 @@ export async function verifyImage(project: Project, request: { profileName: stri
       check('machine-id made at first boot', /^[0-9a-f]{32}$/.test(machineId.out), machineId.out || 'empty');
       const keys = await run('grep -rl "pim-build-" /root/.ssh /home/*/.ssh 2>/dev/null || true');
       check('no build key', keys.out === '', keys.out || 'none found');
-      const updates = await run('apt-get update -qq >/dev/null 2>&1 && apt-get -s upgrade | grep "^Inst" | grep -ci security || true');
-      check('no pending security updates', updates.out.trim() === '0', `${updates.out.trim() || '0'} pending`);
+      // `apt-get -s upgrade` prints `Inst <package> [<installed>] (<candidate> <origin> [<arch>])`.
+      const updates = await run('apt-get update -qq >/dev/null 2>&1 && apt-get -s upgrade | grep "^Inst" | grep -i security || true');
+      const pending = updates.out.split('\n').filter((l) => l.startsWith('Inst '));
+      check('no pending security updates', pending.length === 0, pending.length === 0 ? 'none' : `${pending.length} pending: ${pending.map((l) => l.replace(/^Inst /, '')).join('; ')}`);
       if (verifyScript) {
         await ssh.uploadContent(readFileSync(verifyScript), '/tmp/pim-verify.sh', 0o700);
         const own = await run(`bash /tmp/pim-verify.sh; code=$?; rm -f /tmp/pim-verify.sh; exit $code`);
