@@ -17,28 +17,32 @@ if [ "${PIM_UPGRADE:-1}" != 1 ]; then
   echo "build.upgrade is false: packages left as the installer put them"
   exit 0
 fi
-# The installer updated the package lists minutes ago in this build: another apt-get update would
-# find the same lists and still cost 10-20 s under TCG (apt checks each InRelease signature again
-# through apt-key, a shell script of some twenty processes). A list file's ctime is when apt last
-# stored it (its mtime is the mirror's date), so the check errs towards updating. Lists older than
-# an hour (a rebuild from a cached install layer) are updated.
-fresh_for=3600
-now=$(date +%s)
-oldest=""
-for list in /var/lib/apt/lists/*Release; do
-  [ -e "$list" ] || continue
-  stored=$(stat -c %Z "$list")
-  if [ -z "$oldest" ] || [ "$stored" -lt "$oldest" ]; then oldest=$stored; fi
-done
-if [ -n "$oldest" ] && [ $((now - oldest)) -ge 0 ] && [ $((now - oldest)) -lt "$fresh_for" ]; then
-  echo "package lists stored $((now - oldest)) s ago (by the installer): not updated again"
+# Which release files (InRelease) the package lists came from, with their SHA-256: PIM keeps them
+# with the upgrade layer, and reuses that layer only while the mirror still serves the same ones.
+record_release_files() {
+  apt-get update --print-uris 2>/dev/null | while read -r uri file _; do
+    uri=${uri//\'/}
+    case "$file" in *_InRelease | *_Release) ;; *) continue ;; esac
+    [ -f "/var/lib/apt/lists/$file" ] || continue
+    echo "pim-release $(sha256sum < "/var/lib/apt/lists/$file" | cut -d" " -f1) $uri"
+  done
+}
+
+# When this build's installer has just fetched the package lists (PIM_LISTS_FRESH=1), another
+# apt-get update would find the same lists and still cost 10-20 s under TCG (apt checks each
+# InRelease signature again through apt-key, a shell script of some twenty processes). A cached
+# install layer's lists are as old as the layer: updated.
+if [ "${PIM_LISTS_FRESH:-0}" = 1 ] && compgen -G "/var/lib/apt/lists/*Release" >/dev/null; then
+  echo "package lists fetched by this build's installer: not updated again"
 else
+  echo "package lists from a cached install layer: updating them"
   apt-get update
 fi
 pending=$(apt-get -s full-upgrade | grep -c '^Inst ' || true)
 if [ "$pending" = 0 ]; then
   # Each apt-get run costs seconds under TCG: nothing to upgrade, nothing more to run.
   echo "upgrade done: 0 package(s) still upgradable (none was pending)"
+  record_release_files
   exit 0
 fi
 echo "upgrading ${pending} package(s)"
@@ -46,3 +50,4 @@ apt-get -y -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold
 apt-get -y autoremove --purge
 left=$(apt-get -s full-upgrade | grep -c '^Inst ' || true)
 echo "upgrade done: ${left} package(s) still upgradable"
+record_release_files

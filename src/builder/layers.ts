@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { renderString } from '../profile/render.js';
 import { runChecked } from '../process.js';
 import { shq } from '../shell.js';
+import type { ReleaseRecord } from './archive-record.js';
 import { canonicalJson, sha256 } from './cache-key.js';
 import type { BuildPlan } from './plan.js';
 
@@ -146,7 +147,7 @@ export class LayerCache {
    * Puts a finished layer file into the cache (a clone or copy, then a rename), re-pointed at its
    * parent's cached file. An existing layer of the same key is kept: same key, same content.
    */
-  async commit(key: string, file: string, parentKey: string | undefined, privateKey?: string): Promise<void> {
+  async commit(key: string, file: string, parentKey: string | undefined, privateKey?: string, releaseFiles?: ReleaseRecord): Promise<void> {
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     if (privateKey && !existsSync(this.keyPath(key))) {
       const temp = `${this.keyPath(key)}.${process.pid}.tmp`;
@@ -158,7 +159,7 @@ export class LayerCache {
     try {
       await copyFile(file, temp, constants.COPYFILE_FICLONE);
       if (parentKey) await runChecked('qemu-img', ['rebase', '-u', '-f', 'qcow2', '-b', this.path(parentKey), '-F', 'qcow2', temp]);
-      writeFileSync(join(this.dir, `${key}.json`), `${JSON.stringify({ created_at: new Date().toISOString() })}\n`);
+      writeFileSync(join(this.dir, `${key}.json`), `${JSON.stringify({ created_at: new Date().toISOString(), ...(releaseFiles ? { release_files: releaseFiles } : {}) })}\n`);
       renameSync(temp, this.path(key));
     } finally {
       rmSync(temp, { force: true });
@@ -167,10 +168,20 @@ export class LayerCache {
 
   /** When the layer was made (a reused upgrade layer says when the image was patched). */
   createdAt(key: string): string | undefined {
+    return this.meta(key).created_at;
+  }
+
+  /** The release files an upgrade layer's package lists came from (archive-record.ts). */
+  releaseFiles(key: string): ReleaseRecord | undefined {
+    const files = this.meta(key).release_files;
+    return files && Object.keys(files).length > 0 ? files : undefined;
+  }
+
+  private meta(key: string): { created_at?: string; release_files?: ReleaseRecord } {
     try {
-      return (JSON.parse(readFileSync(join(this.dir, `${key}.json`), 'utf8')) as { created_at?: string }).created_at;
+      return JSON.parse(readFileSync(join(this.dir, `${key}.json`), 'utf8')) as { created_at?: string; release_files?: ReleaseRecord };
     } catch {
-      return undefined;
+      return {};
     }
   }
 
@@ -231,6 +242,36 @@ export class LayerCache {
       log?.(`evicted layer ${victim.key.slice(0, 12)} (${Math.round(victim.size / 1048576)} MiB) from the layer cache`);
     }
     return evicted;
+  }
+
+  /**
+   * Removes a layer and every cached layer made on top of it (a child is a delta over its
+   * parent's exact bytes, so it cannot outlive a parent made again), except those a running build
+   * uses. Returns what was removed and what was kept because in use.
+   */
+  async removeWithDescendants(key: string): Promise<{ removed: string[]; inUse: string[] }> {
+    const parents = await this.parents();
+    const doomed = new Set([key]);
+    for (let grew = true; grew; ) {
+      grew = false;
+      for (const [child, parent] of parents) {
+        if (doomed.has(parent) && !doomed.has(child)) {
+          doomed.add(child);
+          grew = true;
+        }
+      }
+    }
+    const removed: string[] = [];
+    const inUse: string[] = [];
+    for (const k of doomed) {
+      if (!this.has(k)) continue;
+      if (this.inUse(k)) inUse.push(k);
+      else {
+        this.remove(k);
+        removed.push(k);
+      }
+    }
+    return { removed, inUse };
   }
 
   private remove(key: string): void {

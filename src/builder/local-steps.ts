@@ -12,6 +12,7 @@ import { Vm, type VmSpecInput } from '../qemu/vm.js';
 import { PreseedServer } from '../server/preseed-server.js';
 import { PackageCache } from '../server/package-cache.js';
 import { parseSize } from './layers.js';
+import { releaseRecordLine, type ReleaseRecord } from './archive-record.js';
 import { waitForSsh, type SshConnection } from '../ssh/connection.js';
 import { createBuildKeyPair, loadBuildKeyPair, type BuildKeyPair } from '../ssh/keys.js';
 import { GuestAgent } from '../qemu/guest-agent.js';
@@ -52,6 +53,10 @@ export interface LayerState {
   done: { index: number; file: string }[];
   /** Releases the in-use marks of the reused layers. */
   release?: () => void;
+  /** A layer (by chain index) whose outdated cached copy is still in use: this build caches nothing from it on. */
+  staleFrom?: number;
+  /** The release files this build's pim-prepare upgraded from, kept with the upgrade layer. */
+  releaseFiles?: ReleaseRecord;
 }
 
 /** A new overlay in the work dir on top of `backing`: the disk the next VM writes to. */
@@ -141,8 +146,12 @@ export const diskStep: Step<LocalBuildState> = {
     const { layers } = state;
     for (const { index, file } of layers.done) {
       const layer = layers.chain[index]!;
+      if (layers.staleFrom !== undefined && index >= layers.staleFrom) {
+        ctx.log.line(`not caching layer ${layer.name}: an outdated copy of ${layers.chain[layers.staleFrom]!.name} is still in use by another build`);
+        break;
+      }
       try {
-        await layers.cache.commit(layer.key, file, index > 0 ? layers.chain[index - 1]!.key : undefined, index === 0 ? state.keys?.privateKeyPath : undefined);
+        await layers.cache.commit(layer.key, file, index > 0 ? layers.chain[index - 1]!.key : undefined, index === 0 ? state.keys?.privateKeyPath : undefined, index === 1 ? layers.releaseFiles : undefined);
         ctx.log.line(`cached layer ${layer.name} as ${layer.key.slice(0, 12)}`);
       } catch (err) {
         ctx.log.line(`could not cache layer ${layer.name}: ${errorMessage(err)}`);
@@ -317,7 +326,7 @@ export const bootStep: Step<LocalBuildState> = {
 };
 
 /** Runs one guest script as root over SSH, bounded by the script timeout and the VM's life. */
-async function runGuestScript(state: LocalBuildState, ctx: StepContext, name: string, source: TemplateSource, env: Record<string, string>): Promise<void> {
+async function runGuestScript(state: LocalBuildState, ctx: StepContext, name: string, source: TemplateSource, env: Record<string, string>, onLine?: (line: string) => void): Promise<void> {
   const ssh = state.ssh!;
   const vm = state.vm!;
   const { settings } = state.plan;
@@ -327,6 +336,7 @@ async function runGuestScript(state: LocalBuildState, ctx: StepContext, name: st
   const envLine = Object.entries(env).map(([k, v]) => `${k}=${shq(v)}`).join(' ');
   const running = ssh.execAsRoot(`${envLine} bash ${shq(remote)}; code=$?; rm -f ${shq(remote)}; exit $code`, (line) => {
     ctx.log.line(`[${name}] ${line}`);
+    onLine?.(line);
     if (ctx.verbose) process.stderr.write(`  [${name}] ${ctx.log.mask(line)}\n`);
   });
   const limit = timeout(settings.scriptTimeoutS * 1000, () => `provisioning script '${name}' (${source.path}) did not finish within ${settings.scriptTimeoutS} s (build.script_timeout)`);
@@ -367,7 +377,14 @@ export const provisionStep: Step<LocalBuildState> = {
       if (index < layers.reused) continue;
       for (const scriptIndex of layer.scripts) {
         if (scriptIndex === -1) {
-          await runGuestScript(state, ctx, 'pim-prepare', plan.guest.prepare, env);
+          // The installer of this very build fetched the package lists minutes ago; a cached
+          // install layer's lists are as old as the layer.
+          const releaseFiles: ReleaseRecord = {};
+          await runGuestScript(state, ctx, 'pim-prepare', plan.guest.prepare, { ...env, PIM_LISTS_FRESH: layers.reused === 0 ? '1' : '0' }, (line) => {
+            const file = releaseRecordLine(line);
+            if (file) releaseFiles[file.url] = file.sha256;
+          });
+          if (plan.settings.upgrade) layers.releaseFiles = releaseFiles;
           if (plan.settings.upgrade) state.patchedAt = new Date().toISOString();
         } else {
           await runGuestScript(state, ctx, plan.scripts[scriptIndex]!.name, plan.scripts[scriptIndex]!, env);

@@ -22,6 +22,15 @@ const RELEASE_FILE = /\/dists\/.+\/(InRelease|Release|Release\.gpg)$/;
 /** A release file larger than this is passed through without revalidation (InRelease is ~150 KB). */
 const REVALIDATE_MAX_BYTES = 8 * 1024 * 1024;
 
+/** An HTTP request to the mirror for `url`: direct, or through `proxy` (`http://[user:pass@]host:port`). */
+export function mirrorRequest(url: URL, method: string, headers: Record<string, string>, proxy?: string): RequestOptions {
+  const all: Record<string, string> = { host: url.host, ...headers };
+  if (!proxy) return { host: url.hostname, port: Number(url.port || 80), path: `${url.pathname}${url.search}`, method, headers: all };
+  const via = new URL(proxy);
+  if (via.username) all['proxy-authorization'] = `Basic ${Buffer.from(`${decodeURIComponent(via.username)}:${decodeURIComponent(via.password)}`).toString('base64')}`;
+  return { host: via.hostname, port: Number(via.port || 80), path: url.href, method, headers: all };
+}
+
 /**
  * The package cache of every build on this host: PIM's build server, asked as an HTTP proxy by
  * the installer and by apt in the build VM, serves Debian pool files (.deb, .udeb) and by-hash
@@ -189,17 +198,9 @@ export class PackageCache {
   }
 
   private upstream(url: URL, req: IncomingMessage, onResponse: (res: IncomingMessage) => void, res: ServerResponse): void {
-    const headers: Record<string, string> = { host: url.host, 'user-agent': String(req.headers['user-agent'] ?? 'pim-package-cache') };
+    const headers: Record<string, string> = { 'user-agent': String(req.headers['user-agent'] ?? 'pim-package-cache') };
     for (const h of ['if-modified-since', 'if-none-match', 'range', 'accept']) if (req.headers[h]) headers[h] = String(req.headers[h]);
-    let options: RequestOptions;
-    if (this.upstreamProxy) {
-      const proxy = new URL(this.upstreamProxy);
-      if (proxy.username) headers['proxy-authorization'] = `Basic ${Buffer.from(`${decodeURIComponent(proxy.username)}:${decodeURIComponent(proxy.password)}`).toString('base64')}`;
-      options = { host: proxy.hostname, port: Number(proxy.port || 80), path: url.href, method: req.method, headers };
-    } else {
-      options = { host: url.hostname, port: Number(url.port || 80), path: `${url.pathname}${url.search}`, method: req.method, headers };
-    }
-    const up = httpRequest(options, onResponse);
+    const up = httpRequest(mirrorRequest(url, req.method ?? 'GET', headers, this.upstreamProxy), onResponse);
     up.setTimeout(120_000, () => up.destroy(new Error('no answer within 120 s')));
     up.on('error', (err) => {
       this.log?.(`upstream error for ${url.href}: ${maskUrlCredentials(errorMessage(err))}`);

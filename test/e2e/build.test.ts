@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Vm } from '../../src/qemu/vm.js';
 import { SshConnection, waitForSsh } from '../../src/ssh/connection.js';
@@ -45,7 +45,13 @@ test('pim build run builds and registers an image, from exactly the inputs it pl
   assert.match(buildLog, /\[pim-prepare\] upgrade done: 0 package\(s\) still upgradable/);
   // The installer had just updated the package lists: pim-prepare did not update them again, and
   // base.sh's apt-get update found the release files the installer fetched unchanged.
-  assert.match(buildLog, /\[pim-prepare\] package lists stored \d+ s ago \(by the installer\): not updated again/);
+  assert.match(buildLog, /\[pim-prepare\] package lists fetched by this build's installer: not updated again/);
+  // It named the release files it upgraded from; the upgrade layer keeps them (archive-record.ts).
+  const recorded = [...buildLog.matchAll(/\[pim-prepare\] pim-release ([0-9a-f]{64}) (\S+)$/gm)].map((m) => m[2]);
+  assert.deepEqual(recorded.filter((url) => /\/dists\/bookworm(-updates|-security)?\/InRelease$/.test(url!)).length, 3, recorded.join(' '));
+  const layers = join(shared.remoteCacheDir, 'cache', 'pim', 'layers');
+  const kept = readdirSync(layers).filter((f) => f.endsWith('.json')).map((f) => JSON.parse(readFileSync(join(layers, f), 'utf8')) as { release_files?: Record<string, string> });
+  assert.deepEqual(kept.filter((m) => m.release_files).map((m) => Object.keys(m.release_files!).sort()), [[...recorded].sort()], 'one layer, the upgrade layer, keeps the record');
   assert.match(buildLog, /pkg\| NOT MODIFIED \/\S+\/InRelease/);
   assert.match(buildLog, /\[base\] Hit:\d+ http:\/\/\S+ \S+ InRelease/);
   assert.match(record.patched_at ?? '', /^\d{4}-/, 'the record says when the image was patched');

@@ -5,8 +5,9 @@
 // and must find it as this build left it.
 import { createHash } from 'node:crypto';
 import { execFileSync, spawn } from 'node:child_process';
-import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { checkReleaseFiles, type ReleaseRecord } from '../../src/builder/archive-record.js';
 import { acquireLock } from '../../src/files/lock.js';
 import { Registry, type ImageRecord } from '../../src/registry/registry.js';
 import { pimBin, repoRoot, sandboxAt, type Sandbox } from './env.js';
@@ -60,7 +61,9 @@ async function buildShared(): Promise<SharedImage> {
     const resultPath = join(root, 'result.json');
     if (existsSync(resultPath)) {
       const result = JSON.parse(readFileSync(resultPath, 'utf8')) as Omit<SharedImage, 'box'>;
-      if (existsSync(result.record.path)) {
+      const moved = existsSync(result.record.path) ? await archiveMovedSince(result.remoteCacheDir) : undefined;
+      if (moved) process.stderr.write(`# shared image: the archive has changed since it was built (${moved}): building it again\n`);
+      if (existsSync(result.record.path) && !moved) {
         const now = new Date();
         utimesSync(root, now, now); // in use: not pruned by another checkout's run
         return { ...result, box: sandboxAt(root, { keep: true }) };
@@ -75,6 +78,23 @@ async function buildShared(): Promise<SharedImage> {
   } finally {
     lock.release();
   }
+}
+
+/**
+ * A release file the image's upgrade layer was made from that the mirror now serves changed, if
+ * any: an image kept across a security update would fail every check that it is patched (and
+ * its layers would no longer be reused by the rebuilds of the layer tests).
+ */
+async function archiveMovedSince(remoteCacheDir: string): Promise<string | undefined> {
+  const dir = join(remoteCacheDir, 'cache', 'pim', 'layers');
+  if (!existsSync(dir)) return undefined;
+  for (const file of readdirSync(dir).filter((f) => f.endsWith('.json'))) {
+    const record = (JSON.parse(readFileSync(join(dir, file), 'utf8')) as { release_files?: ReleaseRecord }).release_files;
+    if (!record) continue;
+    const { changed } = await checkReleaseFiles(record);
+    if (changed.length > 0) return changed.join(', ');
+  }
+  return undefined;
 }
 
 async function build(root: string, iso: string, pimPath: string): Promise<Omit<SharedImage, 'box'>> {

@@ -49,3 +49,30 @@ test('layers are committed with a copy and a rename, re-pointed at their cached 
   assert.deepEqual(await cache.evict(), [key('b'), key('a')]);
   assert.equal(cache.cachedPrefix(chain), 0);
 });
+
+test('a layer made again goes with every layer made on it, except one a running build uses; its siblings stay', async () => {
+  const work = join(box.root, 'tree');
+  mkdirSync(work, { recursive: true });
+  const cache = new LayerCache(join(box.root, 'tree-layers'), 1 << 30);
+  // install (a) <- upgrade (b) <- record (c) <- extra (d); install (a) <- other upgrade (e)
+  const file = (name: string, parent?: string) => {
+    const path = join(work, `${name}.qcow2`);
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', ...(parent ? ['-b', parent, '-F', 'qcow2'] : []), path, '16M']);
+    return path;
+  };
+  await cache.commit(key('a'), file('a'), undefined, undefined);
+  await cache.commit(key('b'), file('b', cache.path(key('a'))), key('a'));
+  await cache.commit(key('c'), file('c', cache.path(key('b'))), key('b'));
+  await cache.commit(key('d'), file('d', cache.path(key('c'))), key('c'));
+  await cache.commit(key('e'), file('e', cache.path(key('a'))), key('a'));
+  const release = cache.use([key('d')]);
+  try {
+    const { removed, inUse } = await cache.removeWithDescendants(key('b'));
+    assert.deepEqual(removed.sort(), [key('b'), key('c')]);
+    assert.deepEqual(inUse, [key('d')]);
+  } finally {
+    release();
+  }
+  assert.deepEqual(['a', 'b', 'c', 'd', 'e'].filter((c) => cache.has(key(c))), ['a', 'd', 'e']);
+  assert.equal(existsSync(join(cache.dir, `${key('c')}.json`)), false, 'its record goes with it');
+});
