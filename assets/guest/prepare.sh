@@ -19,13 +19,22 @@ if [ "${PIM_UPGRADE:-1}" != 1 ]; then
 fi
 # Which release files (InRelease) the package lists came from, with their SHA-256: PIM keeps them
 # with the upgrade layer, and reuses that layer only while the mirror still serves the same ones.
+# (apt names each source's InRelease; a mirror without one gave apt its Release.)
 record_release_files() {
-  apt-get update --print-uris 2>/dev/null | while read -r uri file _; do
+  local uris
+  if ! uris=$(apt-get update --print-uris 2>&1); then
+    echo "warning: apt-get update --print-uris failed, no release file recorded: ${uris##*$'\n'}"
+    return 0
+  fi
+  while read -r uri file _; do
     uri=${uri//\'/}
-    case "$file" in *_InRelease | *_Release) ;; *) continue ;; esac
-    [ -f "/var/lib/apt/lists/$file" ] || continue
+    case "$file" in *_InRelease) ;; *) continue ;; esac
+    if [ ! -f "/var/lib/apt/lists/$file" ]; then
+      file=${file%_InRelease}_Release uri=${uri%/InRelease}/Release
+      [ -f "/var/lib/apt/lists/$file" ] || continue
+    fi
     echo "pim-release $(sha256sum < "/var/lib/apt/lists/$file" | cut -d" " -f1) $uri"
-  done
+  done <<< "$uris"
 }
 
 # When this build's installer has just fetched the package lists (PIM_LISTS_FRESH=1), another

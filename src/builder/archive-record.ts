@@ -39,17 +39,22 @@ export interface ArchiveCheck {
 
 /**
  * Fetches each recorded release file from the mirror (through `proxy`, the profile's http_proxy,
- * when set) and compares its SHA-256 with the record.
+ * when set) and compares its SHA-256 with the record. Each fetch, connection included, has
+ * `timeoutMs`; `signal` (the build's Ctrl+C) ends them all.
  */
-export async function checkReleaseFiles(record: ReleaseRecord, options: { proxy?: string; timeoutMs?: number } = {}): Promise<ArchiveCheck> {
+export async function checkReleaseFiles(record: ReleaseRecord, options: { proxy?: string; timeoutMs?: number; signal?: AbortSignal } = {}): Promise<ArchiveCheck> {
   const result: ArchiveCheck = { changed: [], unchecked: [] };
+  const timeoutMs = options.timeoutMs ?? 20_000;
   await Promise.all(
     Object.entries(record).map(async ([url, sha256]) => {
+      const deadline = AbortSignal.timeout(timeoutMs);
       try {
-        const now = await fetchSha256(new URL(url), options.proxy, options.timeoutMs ?? 20_000);
+        const now = await fetchSha256(new URL(url), options.proxy, options.signal ? AbortSignal.any([deadline, options.signal]) : deadline);
         if (now !== sha256) result.changed.push(url);
       } catch (err) {
-        result.unchecked.push({ url, reason: maskUrlCredentials(errorMessage(err)) });
+        if (options.signal?.aborted) throw err;
+        const reason = deadline.aborted ? `no answer within ${timeoutMs < 1000 ? `${timeoutMs} ms` : `${Math.round(timeoutMs / 1000)} s`}` : errorMessage(err);
+        result.unchecked.push({ url, reason: maskUrlCredentials(reason) });
       }
     }),
   );
@@ -57,24 +62,30 @@ export async function checkReleaseFiles(record: ReleaseRecord, options: { proxy?
   return result;
 }
 
-/** The SHA-256 of `url`'s body; a 404 or 410 reads as a body no record has ('gone'). */
-function fetchSha256(url: URL, proxy: string | undefined, timeoutMs: number): Promise<string> {
+const MAX_REDIRECTS = 5;
+
+/** The SHA-256 of `url`'s body, after redirects; a 404 or 410 reads as a body no record has ('gone'). */
+function fetchSha256(url: URL, proxy: string | undefined, signal: AbortSignal, redirects = 0): Promise<string> {
   return new Promise((resolve, reject) => {
     const headers = { 'user-agent': 'pim-archive-check', 'cache-control': 'no-cache' };
     let req;
-    if (url.protocol === 'http:') req = httpRequest(mirrorRequest(url, 'GET', headers, proxy));
-    else if (url.protocol === 'https:' && !proxy) req = httpsRequest(url, { headers });
+    if (url.protocol === 'http:') req = httpRequest({ ...mirrorRequest(url, 'GET', headers, proxy), signal });
+    else if (url.protocol === 'https:' && !proxy) req = httpsRequest(url, { headers, signal });
     else return reject(new Error(`${url.protocol} ${proxy ? 'through a proxy ' : ''}is not checked`));
-    req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer within ${Math.round(timeoutMs / 1000)} s`)));
     req.on('error', reject);
     req.on('response', (res) => {
-      if (res.statusCode === 404 || res.statusCode === 410) {
+      const status = res.statusCode ?? 0;
+      if (status === 404 || status === 410) {
         res.resume();
         return resolve('gone');
       }
-      if (res.statusCode !== 200) {
+      if ([301, 302, 303, 307, 308].includes(status) && res.headers.location && redirects < MAX_REDIRECTS) {
         res.resume();
-        return reject(new Error(`HTTP ${res.statusCode}`));
+        return fetchSha256(new URL(res.headers.location, url), proxy, signal, redirects + 1).then(resolve, reject);
+      }
+      if (status !== 200) {
+        res.resume();
+        return reject(new Error(`HTTP ${status}`));
       }
       const hash = createHash('sha256');
       res.on('data', (chunk: Buffer) => hash.update(chunk));

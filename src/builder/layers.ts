@@ -145,22 +145,25 @@ export class LayerCache {
 
   /**
    * Puts a finished layer file into the cache (a clone or copy, then a rename), re-pointed at its
-   * parent's cached file. An existing layer of the same key is kept: same key, same content.
+   * parent's cached file. An existing layer of the same key (another build's, committed meanwhile)
+   * is kept: 'kept', and then the layers this build made on its own copy must not be committed on
+   * top of that one (same key, same files, but never the same bytes).
    */
-  async commit(key: string, file: string, parentKey: string | undefined, privateKey?: string, releaseFiles?: ReleaseRecord): Promise<void> {
+  async commit(key: string, file: string, parentKey: string | undefined, privateKey?: string, releaseFiles?: ReleaseRecord): Promise<'stored' | 'kept'> {
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     if (privateKey && !existsSync(this.keyPath(key))) {
       const temp = `${this.keyPath(key)}.${process.pid}.tmp`;
       copyFileSync(privateKey, temp);
       renameSync(temp, this.keyPath(key));
     }
-    if (this.has(key)) return;
+    if (this.has(key)) return 'kept';
     const temp = `${this.path(key)}.${process.pid}.tmp`;
     try {
       await copyFile(file, temp, constants.COPYFILE_FICLONE);
       if (parentKey) await runChecked('qemu-img', ['rebase', '-u', '-f', 'qcow2', '-b', this.path(parentKey), '-F', 'qcow2', temp]);
       writeFileSync(join(this.dir, `${key}.json`), `${JSON.stringify({ created_at: new Date().toISOString(), ...(releaseFiles ? { release_files: releaseFiles } : {}) })}\n`);
       renameSync(temp, this.path(key));
+      return 'stored';
     } finally {
       rmSync(temp, { force: true });
     }
@@ -173,8 +176,7 @@ export class LayerCache {
 
   /** The release files an upgrade layer's package lists came from (archive-record.ts). */
   releaseFiles(key: string): ReleaseRecord | undefined {
-    const files = this.meta(key).release_files;
-    return files && Object.keys(files).length > 0 ? files : undefined;
+    return this.meta(key).release_files;
   }
 
   private meta(key: string): { created_at?: string; release_files?: ReleaseRecord } {
@@ -247,7 +249,7 @@ export class LayerCache {
   /**
    * Removes a layer and every cached layer made on top of it (a child is a delta over its
    * parent's exact bytes, so it cannot outlive a parent made again), except those a running build
-   * uses. Returns what was removed and what was kept because in use.
+   * uses and their parents. Returns what was removed and what was kept because in use.
    */
   async removeWithDescendants(key: string): Promise<{ removed: string[]; inUse: string[] }> {
     const parents = await this.parents();
@@ -261,16 +263,13 @@ export class LayerCache {
         }
       }
     }
-    const removed: string[] = [];
-    const inUse: string[] = [];
-    for (const k of doomed) {
-      if (!this.has(k)) continue;
-      if (this.inUse(k)) inUse.push(k);
-      else {
-        this.remove(k);
-        removed.push(k);
-      }
+    const inUse = [...doomed].filter((k) => this.has(k) && this.inUse(k));
+    for (let k of inUse) {
+      // An in-use layer keeps the layers below it (its backing files).
+      while (doomed.delete(k) && parents.has(k)) k = parents.get(k)!;
     }
+    const removed = [...doomed].filter((k) => this.has(k));
+    removed.forEach((k) => this.remove(k));
     return { removed, inUse };
   }
 

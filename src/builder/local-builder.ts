@@ -8,7 +8,9 @@ import { LOCAL_STEPS, type LocalBuildState } from './local-steps.js';
 import { selectedAccelerator } from './accelerator.js';
 import { runSteps } from './steps.js';
 import { LayerCache, layerChain, parseSize, type Layer } from './layers.js';
-import { checkReleaseFiles } from './archive-record.js';
+import { checkReleaseFiles, type ArchiveCheck } from './archive-record.js';
+import { errorMessage, InterruptedError } from '../errors.js';
+import { maskUrlCredentials } from '../secrets.js';
 
 /** The layer cache of this machine: under the cache dir, capped by build.layer_cache_size. */
 export function layerCache(project: Project): LayerCache {
@@ -30,8 +32,11 @@ export class LocalBuilder implements Builder {
     const chain = layerChain(plan);
     const cache = layerCache(this.project);
     let reused = job.force ? 0 : cache.cachedPrefix(chain);
-    let staleFrom: number | undefined;
-    if (reused > 1 && plan.settings.upgrade) ({ reused, staleFrom } = await withCurrentUpgrade(cache, chain, reused, job.say, (line) => job.log.line(line), plan.profile.http_proxy ?? undefined));
+    if (reused > 1 && plan.settings.upgrade) {
+      reused = await withCurrentUpgrade(cache, chain, reused, job, plan.profile.http_proxy ?? undefined);
+      // (Another build may have evicted a layer while this one asked the mirror.)
+      reused = Math.min(reused, cache.cachedPrefix(chain));
+    }
     const state: LocalBuildState = {
       job,
       plan,
@@ -41,7 +46,7 @@ export class LocalBuilder implements Builder {
       firmware,
       diskPath: join(job.workDir, 'disk.qcow2'),
       warnings: [],
-      layers: { cache, chain, reused, staleFrom, done: [] },
+      layers: { cache, chain, reused, done: [] },
     };
     const timings = await runSteps(LOCAL_STEPS, state, { signal: job.signal, log: job.log, say: job.say, verbose: job.verbose }, job.reporter);
     const output = state.output!;
@@ -62,25 +67,42 @@ export class LocalBuilder implements Builder {
  * How many of the `reused` cached layers a build may reuse once the upgrade layer (chain[1]) is
  * checked against the archive (archive-record.ts): all of them while the mirror serves the
  * release files the upgrade saw, else only the install layer. A mirror that cannot be reached
- * keeps the cached upgrade, with a warning (the registry says when it was patched). `staleFrom`:
- * the first layer of the chain whose outdated copy another build still uses, so that this build
- * does not put its own layers on top of it.
+ * keeps the cached upgrade, with a warning (the registry says when it was patched).
  */
-async function withCurrentUpgrade(cache: LayerCache, chain: Layer[], reused: number, say: (line: string) => void, log: (line: string) => void, proxy?: string): Promise<{ reused: number; staleFrom?: number }> {
+async function withCurrentUpgrade(cache: LayerCache, chain: Layer[], reused: number, job: BuildJob, proxy?: string): Promise<number> {
   const upgrade = chain[1]!;
   const record = cache.releaseFiles(upgrade.key);
-  const { changed, unchecked } = record ? await checkReleaseFiles(record, { proxy }) : { changed: [], unchecked: [] };
+  let check: ArchiveCheck = { changed: [], unchecked: [] };
+  try {
+    if (record && Object.keys(record).length > 0) check = await checkReleaseFiles(record, { proxy, signal: job.signal });
+  } catch (err) {
+    if (job.signal.aborted) throw new InterruptedError();
+    throw err;
+  }
+  const { changed, unchecked } = check;
   if (!record || changed.length > 0) {
-    say(record ? `the archive has changed since layer ${upgrade.name} was made (${changed.join(', ')}): making it again` : `layer ${upgrade.name} has no record of the archive it was upgraded from: making it again`);
+    job.say(
+      record
+        ? `the archive has changed since layer ${upgrade.name} was made (${changed.map(maskUrlCredentials).join(', ')}): making it again`
+        : `layer ${upgrade.name} has no record of the archive it was upgraded from: making it again`,
+    );
     // Out of the cache with the layers made on it, so that this build's layers of the same keys
-    // take their place (a layer in use by another build stays until a later build).
-    const { removed, inUse } = await cache.removeWithDescendants(upgrade.key);
-    log(`removed ${removed.length} outdated layer(s) from the layer cache${inUse.length > 0 ? `; ${inUse.length} in use by another build kept` : ''}`);
-    const kept = chain.findIndex((layer) => inUse.includes(layer.key));
-    return { reused: 1, staleFrom: kept >= 0 ? kept : undefined };
+    // take their place. One in use by another build stays until a later build; this build's
+    // commit then finds it and caches nothing on top of it (LayerCache.commit).
+    try {
+      const { removed, inUse } = await cache.removeWithDescendants(upgrade.key);
+      job.log.line(`removed ${removed.length} outdated layer(s) from the layer cache${inUse.length > 0 ? `; ${inUse.length} in use by another build kept` : ''}`);
+    } catch (err) {
+      job.log.line(`could not remove the outdated layers: ${errorMessage(err)}`);
+    }
+    return 1;
   }
-  if (unchecked.length > 0) {
-    say(`warning: could not check whether the archive has changed since layer ${upgrade.name} was made (${unchecked[0]!.url}: ${unchecked[0]!.reason}); reusing it (packages as of ${cache.createdAt(upgrade.key) ?? 'its making'})`);
+  if (Object.keys(record).length === 0) {
+    job.say(`warning: layer ${upgrade.name} names no release file to check against the archive; reusing it (packages as of ${cache.createdAt(upgrade.key) ?? 'its making'})`);
+  } else if (unchecked.length > 0) {
+    job.say(
+      `warning: could not check whether the archive has changed since layer ${upgrade.name} was made (${maskUrlCredentials(unchecked[0]!.url)}: ${unchecked[0]!.reason}); reusing it (packages as of ${cache.createdAt(upgrade.key) ?? 'its making'})`,
+    );
   }
-  return { reused };
+  return reused;
 }

@@ -53,8 +53,6 @@ export interface LayerState {
   done: { index: number; file: string }[];
   /** Releases the in-use marks of the reused layers. */
   release?: () => void;
-  /** A layer (by chain index) whose outdated cached copy is still in use: this build caches nothing from it on. */
-  staleFrom?: number;
   /** The release files this build's pim-prepare upgraded from, kept with the upgrade layer. */
   releaseFiles?: ReleaseRecord;
 }
@@ -146,12 +144,12 @@ export const diskStep: Step<LocalBuildState> = {
     const { layers } = state;
     for (const { index, file } of layers.done) {
       const layer = layers.chain[index]!;
-      if (layers.staleFrom !== undefined && index >= layers.staleFrom) {
-        ctx.log.line(`not caching layer ${layer.name}: an outdated copy of ${layers.chain[layers.staleFrom]!.name} is still in use by another build`);
-        break;
-      }
       try {
-        await layers.cache.commit(layer.key, file, index > 0 ? layers.chain[index - 1]!.key : undefined, index === 0 ? state.keys?.privateKeyPath : undefined, index === 1 ? layers.releaseFiles : undefined);
+        const how = await layers.cache.commit(layer.key, file, index > 0 ? layers.chain[index - 1]!.key : undefined, index === 0 ? state.keys?.privateKeyPath : undefined, index === 1 ? layers.releaseFiles : undefined);
+        if (how === 'kept') {
+          ctx.log.line(`layer ${layer.name} was cached meanwhile by another build: kept, and none of this build's later layers cached on it`);
+          break;
+        }
         ctx.log.line(`cached layer ${layer.name} as ${layer.key.slice(0, 12)}`);
       } catch (err) {
         ctx.log.line(`could not cache layer ${layer.name}: ${errorMessage(err)}`);

@@ -120,9 +120,14 @@ export async function verifyImage(project: Project, request: { profileName: stri
       const keys = await run('grep -rl "pim-build-" /root/.ssh /home/*/.ssh 2>/dev/null || true');
       check('no build key', keys.out === '', keys.out || 'none found');
       // `apt-get -s upgrade` prints `Inst <package> [<installed>] (<candidate> <origin> [<arch>])`.
-      const updates = await run('apt-get update -qq >/dev/null 2>&1 && apt-get -s upgrade | grep "^Inst" | grep -i security || true');
+      const updates = await run('if apt-get update -qq >/dev/null 2>&1; then apt-get -s upgrade | grep "^Inst" | grep -i security || true; else echo "apt-get update failed"; fi');
       const pending = updates.out.split('\n').filter((l) => l.startsWith('Inst '));
-      check('no pending security updates', pending.length === 0, pending.length === 0 ? 'none' : `${pending.length} pending: ${pending.map((l) => l.replace(/^Inst /, '')).join('; ')}`);
+      const unknown = updates.code !== 0 || updates.out.includes('apt-get update failed');
+      check(
+        'no pending security updates',
+        !unknown && pending.length === 0,
+        unknown ? 'unknown: apt-get update failed in the clone (does it reach the mirror?)' : pending.length === 0 ? 'none' : `${pending.length} pending: ${pending.map((l) => l.replace(/^Inst /, '')).join('; ')}`,
+      );
       if (verifyScript) {
         await ssh.uploadContent(readFileSync(verifyScript), '/tmp/pim-verify.sh', 0o700);
         const own = await run(`bash /tmp/pim-verify.sh; code=$?; rm -f /tmp/pim-verify.sh; exit $code`);

@@ -60,8 +60,9 @@ test('pim build verify fails, naming the check, on an image where a script re-en
   try {
     const r = await pim(box, ['build', 'run', SHARED_PROFILE, '--arch', 'x86_64'], { timeoutMs: 30 * 60_000 });
     assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stderr, ARCHIVE_MOVED.test(r.stderr) ? /reusing 1 of 4 cached layers: install\n/ : /reusing 3 of 4 cached layers: install, pim-prepare\+base, record/);
-    assert.deepEqual(ran(r.stderr), ['badssh', 'finalize', 'pim-seal']);
+    const moved = ARCHIVE_MOVED.test(r.stderr);
+    assert.match(r.stderr, moved ? /reusing 1 of 4 cached layers: install\n/ : /reusing 3 of 4 cached layers: install, pim-prepare\+base, record/);
+    assert.deepEqual(ran(r.stderr), [...(moved ? ['pim-prepare', 'base', 'record'] : []), 'badssh', 'finalize', 'pim-seal']);
     const verify = await pim(box, ['build', 'verify', SHARED_PROFILE, '--arch', 'x86_64'], { timeoutMs: 20 * 60_000 });
     assert.equal(verify.status, 1, verify.stderr);
     assert.match(verify.stderr, /FAIL sshd refuses passwords: passwordauthentication yes/);
@@ -107,7 +108,9 @@ test('once the archive has changed since the upgrade layer was made, a rebuild m
   const stale = upgrade.file.replace(/\.json$/, '.qcow2');
   const r = await pim(box, ['build', 'run', SHARED_PROFILE, '--arch', 'x86_64', '--verbose'], { timeoutMs: 50 * 60_000 });
   assert.equal(r.status, 0, r.stderr);
-  assert.ok(r.stderr.includes(`the archive has changed since layer pim-prepare+base was made (${security}): making it again`), r.stderr);
+  // (The security suite's InRelease among the changed ones: another suite may have published too.)
+  const changed = /the archive has changed since layer pim-prepare\+base was made \((.+)\): making it again/.exec(r.stderr);
+  assert.ok(changed?.[1]!.split(', ').includes(security), r.stderr);
   assert.match(r.stderr, /reusing 1 of 3 cached layers: install\n/);
   assert.deepEqual(ran(r.stderr), ['pim-prepare', 'base', 'record', 'finalize', 'pim-seal']);
   assert.match(r.stderr, /\[pim-prepare\] package lists from a cached install layer: updating them/);

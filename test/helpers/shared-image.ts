@@ -2,7 +2,8 @@
 // media) on a remote test host over SSH -- so the same build also proves the remote builder -- and
 // cached under the fixture cache. Tests read it; none modify it (the layer tests rebuild from a
 // copy of its remote's cache): a later run of the suite on the same machine and code reuses it,
-// and must find it as this build left it.
+// and must find it as this build left it -- unless the archive has published since it was built
+// (checked once per run): then it is no longer a patched image, and is built again.
 import { createHash } from 'node:crypto';
 import { execFileSync, spawn } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
@@ -61,9 +62,13 @@ async function buildShared(): Promise<SharedImage> {
     const resultPath = join(root, 'result.json');
     if (existsSync(resultPath)) {
       const result = JSON.parse(readFileSync(resultPath, 'utf8')) as Omit<SharedImage, 'box'>;
-      const moved = existsSync(result.record.path) ? await archiveMovedSince(result.remoteCacheDir) : undefined;
+      // Checked against the archive once per run of the suite: another test process of this run
+      // may be using the image already, and it must not be removed under it.
+      const checked = existsSync(join(root, runMarker()));
+      const moved = existsSync(result.record.path) && !checked ? await archiveMovedSince(result.remoteCacheDir) : undefined;
       if (moved) process.stderr.write(`# shared image: the archive has changed since it was built (${moved}): building it again\n`);
       if (existsSync(result.record.path) && !moved) {
+        markRun(root);
         const now = new Date();
         utimesSync(root, now, now); // in use: not pruned by another checkout's run
         return { ...result, box: sandboxAt(root, { keep: true }) };
@@ -72,12 +77,21 @@ async function buildShared(): Promise<SharedImage> {
     rmSync(root, { recursive: true, force: true });
     const result = await build(root, iso, pimPath);
     writeFileSync(resultPath, JSON.stringify(result, null, 2));
+    markRun(root);
     // Each change of PIM's code builds a new one (2-3 GB with its remote's cache).
     pruneFixtures('shared-image-', key);
     return { ...result, box: sandboxAt(root, { keep: true }) };
   } finally {
     lock.release();
   }
+}
+
+/** This run of the suite (scripts/test.sh sets PIM_TEST_RUN for all its test processes). */
+const runMarker = () => `.checked-in-run-${(process.env['PIM_TEST_RUN'] ?? `pid-${process.pid}`).replace(/[^\w.-]/g, '_')}`;
+
+function markRun(root: string): void {
+  for (const f of readdirSync(root)) if (f.startsWith('.checked-in-run-')) rmSync(join(root, f), { force: true });
+  writeFileSync(join(root, runMarker()), '');
 }
 
 /**

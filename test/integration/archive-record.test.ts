@@ -20,6 +20,8 @@ const files = new Map<string, string>([
   ['/debian-security/dists/bookworm-security/InRelease', 'Suite: oldstable-security\nDate: Thu, 26 Nov 2026 21:03:35 UTC\n'],
 ]);
 const mirror = createServer((req, res) => {
+  if (req.url === '/moved/dists/bookworm/InRelease') return res.writeHead(302, { location: '/debian/dists/bookworm/InRelease' }).end();
+  if (req.url === '/loop/InRelease') return res.writeHead(301, { location: '/loop/InRelease' }).end();
   const body = files.get(req.url ?? '');
   if (body === undefined) return res.writeHead(404).end();
   if (req.url?.includes('security') && files.has('stall')) return; // never answers
@@ -47,6 +49,12 @@ test('unchanged release files pass; a published update, a file gone and a mirror
   files.set('/debian-security/dists/bookworm-security/InRelease', 'Suite: oldstable-security\nDate: Sat, 28 Nov 2026 02:53:00 UTC\n');
   assert.deepEqual(await checkReleaseFiles(record), { changed: [`${base}/debian-security/dists/bookworm-security/InRelease`], unchecked: [] });
 
+  // Redirects are followed (a few: a loop is reported, not followed forever).
+  const moved = { [`${base}/moved/dists/bookworm/InRelease`]: record[`${base}/debian/dists/bookworm/InRelease`]!, [`${base}/loop/InRelease`]: sha('x') };
+  const redirected = await checkReleaseFiles(moved);
+  assert.deepEqual(redirected.changed, []);
+  assert.deepEqual(redirected.unchecked, [{ url: `${base}/loop/InRelease`, reason: 'HTTP 301' }]);
+
   // A suite the mirror no longer has counts as changed.
   const gone = { ...record, [`${base}/debian/dists/buster/InRelease`]: sha('old') };
   assert.ok((await checkReleaseFiles(gone)).changed.includes(`${base}/debian/dists/buster/InRelease`));
@@ -58,8 +66,14 @@ test('unchanged release files pass; a published update, a file gone and a mirror
   files.set('stall', '');
   try {
     const slow = await checkReleaseFiles(recordNow(), { timeoutMs: 300 });
-    assert.deepEqual(slow.unchecked.map((u) => u.reason), ['no answer within 0 s']);
+    assert.deepEqual(slow.unchecked.map((u) => u.reason), ['no answer within 300 ms']);
     assert.deepEqual(slow.changed, []);
+    // Ctrl+C while waiting: the check ends at once, with the interrupt, not after its timeout.
+    const interrupt = new AbortController();
+    const started = Date.now();
+    setTimeout(() => interrupt.abort(), 100);
+    await assert.rejects(checkReleaseFiles(recordNow(), { timeoutMs: 60_000, signal: interrupt.signal }), { name: 'AbortError' });
+    assert.ok(Date.now() - started < 10_000);
   } finally {
     files.delete('stall');
   }

@@ -50,11 +50,11 @@ test('layers are committed with a copy and a rename, re-pointed at their cached 
   assert.equal(cache.cachedPrefix(chain), 0);
 });
 
-test('a layer made again goes with every layer made on it, except one a running build uses; its siblings stay', async () => {
+test('a layer made again goes with every layer made on it, except one a running build uses and what it stands on; its siblings stay', async () => {
   const work = join(box.root, 'tree');
   mkdirSync(work, { recursive: true });
   const cache = new LayerCache(join(box.root, 'tree-layers'), 1 << 30);
-  // install (a) <- upgrade (b) <- record (c) <- extra (d); install (a) <- other upgrade (e)
+  // install (a) <- upgrade (b) <- record (c) <- extra (d); b <- other (f); a <- other upgrade (e)
   const file = (name: string, parent?: string) => {
     const path = join(work, `${name}.qcow2`);
     execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', ...(parent ? ['-b', parent, '-F', 'qcow2'] : []), path, '16M']);
@@ -65,14 +65,21 @@ test('a layer made again goes with every layer made on it, except one a running 
   await cache.commit(key('c'), file('c', cache.path(key('b'))), key('b'));
   await cache.commit(key('d'), file('d', cache.path(key('c'))), key('c'));
   await cache.commit(key('e'), file('e', cache.path(key('a'))), key('a'));
+  await cache.commit(key('f'), file('f', cache.path(key('b'))), key('b'));
+  // Another build's layer of a key already cached is kept, and the caller told so.
+  assert.equal(await cache.commit(key('e'), file('e2', cache.path(key('a'))), key('a')), 'kept');
   const release = cache.use([key('d')]);
   try {
     const { removed, inUse } = await cache.removeWithDescendants(key('b'));
-    assert.deepEqual(removed.sort(), [key('b'), key('c')]);
+    assert.deepEqual(removed, [key('f')]);
     assert.deepEqual(inUse, [key('d')]);
   } finally {
     release();
   }
-  assert.deepEqual(['a', 'b', 'c', 'd', 'e'].filter((c) => cache.has(key(c))), ['a', 'd', 'e']);
+  assert.deepEqual(['a', 'b', 'c', 'd', 'e', 'f'].filter((c) => cache.has(key(c))), ['a', 'b', 'c', 'd', 'e']);
+  // Nothing in use: the whole tree from b goes, records included; a and e stay.
+  const { removed } = await cache.removeWithDescendants(key('b'));
+  assert.deepEqual(removed.sort(), [key('b'), key('c'), key('d')]);
+  assert.deepEqual(['a', 'b', 'c', 'd', 'e', 'f'].filter((c) => cache.has(key(c))), ['a', 'e']);
   assert.equal(existsSync(join(cache.dir, `${key('c')}.json`)), false, 'its record goes with it');
 });
