@@ -226,7 +226,8 @@ export class Qcow2Reader implements DiskReader {
     let stderr = '';
     zstd.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
     zstd.stdout!.on('data', (chunk: Buffer) => this.onOutput(chunk));
-    zstd.stdout!.on('end', () => {
+    // 'close', not the end of its output: by then zstd's last words on stderr have been read too.
+    zstd.once('close', () => {
       if (this.outPos < this.plan.length) this.fail(new WorkError(`zstd ended after ${this.outPos} of ${this.plan.length} compressed clusters of ${this.image}${stderr.trim() ? `: ${stderr.trim().split('\n').at(-1)}` : ''}`));
     });
     zstd.once('error', (err) => this.fail(new WorkError(`zstd could not be run: ${errorMessage(err)}`)));

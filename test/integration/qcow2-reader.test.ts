@@ -145,7 +145,8 @@ test('a damaged compressed cluster fails the read naming zstd and the image; no 
       const settled = await Promise.allSettled(reads);
       const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       assert.ok(failed, 'a read fails');
-      assert.match(String(failed.reason.message), /zstd ended after \d+ of \d+ compressed clusters of .*disk\.qcow2|disk\.qcow2: the compressed cluster at guest offset \d+: /);
+      // zstd's own reason is in the message (it was lost when the end of zstd's output came first).
+      assert.match(String(failed.reason.message), /zstd ended after \d+ of \d+ compressed clusters of .*disk\.qcow2: .*(error|corrupt)|disk\.qcow2: the compressed cluster at guest offset \d+: /i);
     } finally {
       await reader.close();
     }
