@@ -106,6 +106,9 @@ test('once the archive has changed since the upgrade layer was made, a rebuild m
   rmSync(upgrade.file); // (a new file: the shared cache's files are hard links)
   writeFileSync(upgrade.file, JSON.stringify({ ...upgrade.meta, release_files: { ...upgrade.meta.release_files, [security]: '0'.repeat(64) } }));
   const stale = upgrade.file.replace(/\.json$/, '.qcow2');
+  // The last image is cached whole (its key holds no archive state): an edit of the last script
+  // makes a build, which would rerun only that script if the upgrade layer were still current.
+  appendFileSync(join(box.project, 'scripts.d/record.sh'), 'echo third >> /etc/pim-layer-edit\n');
   const r = await pim(box, ['build', 'run', SHARED_PROFILE, '--arch', 'x86_64', '--verbose'], { timeoutMs: 50 * 60_000 });
   assert.equal(r.status, 0, r.stderr);
   // (The security suite's InRelease among the changed ones: another suite may have published too.)
