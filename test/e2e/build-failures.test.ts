@@ -64,9 +64,26 @@ function startBuild(profile: string, extra: string[] = [], env?: NodeJS.ProcessE
   return { child, out, exited };
 }
 
+/**
+ * A build this test gave up on (a guest that hung under TCG, say) is stopped as a user would stop
+ * it, and its VM killed if it outlives that: else it fails the next tests of this file too.
+ */
+async function abandon(build: ReturnType<typeof startBuild>): Promise<void> {
+  if (build.child.exitCode !== null) return;
+  build.child.kill('SIGINT');
+  const stopped = await Promise.race([build.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 60_000))]);
+  if (!stopped) build.child.kill('SIGKILL');
+  for (const pid of qemuOfThisSandbox()) process.kill(Number(pid), 'SIGKILL');
+}
+
 async function interruptAt(profile: string, marker: RegExp, delayMs: number): Promise<{ code: number | null; stderr: string }> {
   const build = startBuild(profile);
-  await until(() => marker.test(build.out.stderr) || build.child.exitCode !== null, 20 * 60_000, `${marker} in the build output`);
+  try {
+    await until(() => marker.test(build.out.stderr) || build.child.exitCode !== null, 20 * 60_000, `${marker} in the build output`);
+  } catch (err) {
+    await abandon(build);
+    throw err;
+  }
   assert.equal(build.child.exitCode, null, `the build ended before ${marker}:\n${build.out.stderr}`);
   await new Promise((r) => setTimeout(r, delayMs));
   assert.ok(qemuOfThisSandbox().length > 0, 'a VM is running when Ctrl+C arrives');
