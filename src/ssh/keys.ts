@@ -15,7 +15,7 @@ export interface BuildKeyPair {
 
 export function createBuildKeyPair(dir: string, comment: string): BuildKeyPair {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment });
+  const pair = generateEd25519(comment);
   const privateKeyPath = join(dir, 'id_ed25519');
   const publicKeyPath = `${privateKeyPath}.pub`;
   writeFileSync(privateKeyPath, pair.private, { mode: 0o600 });
@@ -58,4 +58,18 @@ export function loadBuildKeyPair(privateKeyFile: string, dir: string): BuildKeyP
       rmSync(publicKeyPath, { force: true });
     },
   };
+}
+
+/**
+ * An ed25519 pair that ssh2 itself can read back. ssh2 1.17.0's generator strips leading zero
+ * bytes from the public key, so about 1 pair in 256 is malformed (mscdex/ssh2#1390, #1513):
+ * a build with such a key never logs in ("Cannot parse privateKey: Malformed OpenSSH private
+ * key", seen twice in one CI run). Such a pair is thrown away and another made.
+ */
+export function generateEd25519(comment: string): { private: string; public: string } {
+  for (let attempt = 0; ; attempt++) {
+    const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment });
+    const readable = !(ssh2.utils.parseKey(pair.private) instanceof Error) && !(ssh2.utils.parseKey(pair.public) instanceof Error);
+    if (readable || attempt >= 50) return pair;
+  }
 }

@@ -48,3 +48,14 @@ test('arch aliases are accepted everywhere', () => {
   assert.equal(normalizeArch('AMD64'), 'x86_64');
   assert.throws(() => normalizeArch('sparc'));
 });
+
+test('every build key pair made is one ssh2 can read back (its generator makes about 1 in 256 unreadable)', async () => {
+  const { generateEd25519 } = await import('../../src/ssh/keys.js');
+  const ssh2 = (await import('ssh2')).default;
+  let unreadable = 0;
+  for (let i = 0; i < 3000; i++) {
+    const pair = generateEd25519('pim-test');
+    if (ssh2.utils.parseKey(pair.private) instanceof Error || ssh2.utils.parseKey(pair.public) instanceof Error) unreadable++;
+  }
+  assert.equal(unreadable, 0);
+});
