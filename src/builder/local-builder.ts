@@ -97,12 +97,11 @@ async function withCurrentUpgrade(cache: LayerCache, chain: Layer[], reused: num
     }
     return 1;
   }
+  const reusing = `reusing it (packages as of ${cache.createdAt(upgrade.key) ?? 'its making'})`;
   if (Object.keys(record).length === 0) {
-    job.say(`warning: layer ${upgrade.name} names no release file to check against the archive; reusing it (packages as of ${cache.createdAt(upgrade.key) ?? 'its making'})`);
+    job.say(`warning: layer ${upgrade.name} names no release file to check against the archive; ${reusing}`);
   } else if (unchecked.length > 0) {
-    job.say(
-      `warning: could not check whether the archive has changed since layer ${upgrade.name} was made (${maskUrlCredentials(unchecked[0]!.url)}: ${unchecked[0]!.reason}); reusing it (packages as of ${cache.createdAt(upgrade.key) ?? 'its making'})`,
-    );
+    job.say(`warning: could not check whether the archive has changed since layer ${upgrade.name} was made (${maskUrlCredentials(unchecked[0]!.url)}: ${unchecked[0]!.reason}); ${reusing}`);
   }
   return reused;
 }

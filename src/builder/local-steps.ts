@@ -382,8 +382,10 @@ export const provisionStep: Step<LocalBuildState> = {
             const file = releaseRecordLine(line);
             if (file) releaseFiles[file.url] = file.sha256;
           });
-          if (plan.settings.upgrade) layers.releaseFiles = releaseFiles;
-          if (plan.settings.upgrade) state.patchedAt = new Date().toISOString();
+          if (plan.settings.upgrade) {
+            layers.releaseFiles = releaseFiles;
+            state.patchedAt = new Date().toISOString();
+          }
         } else {
           await runGuestScript(state, ctx, plan.scripts[scriptIndex]!.name, plan.scripts[scriptIndex]!, env);
         }
