@@ -32,32 +32,49 @@ export class BuildLog {
   }
 }
 
-/** Follows a growing file (a serial console) and hands each new line to `onLine` until stopped. */
-export function followFile(path: string, onLine: (line: string) => void, intervalMs = 300): () => void {
-  let offset = 0;
-  let pending = '';
-  const poll = () => {
-    if (!existsSync(path)) return;
-    const size = statSync(path).size;
-    if (size <= offset) return;
-    const fd = openSync(path, 'r');
+/** The lines appended to a growing file (a serial console) since the last read. */
+export class FileTail {
+  private offset = 0;
+  private pending = '';
+
+  constructor(readonly path: string) {}
+
+  /** The complete lines written since the last call (ANSI colours stripped). */
+  read(): string[] {
+    if (!existsSync(this.path)) return [];
+    const size = statSync(this.path).size;
+    if (size <= this.offset) return [];
+    const fd = openSync(this.path, 'r');
     try {
-      const buffer = Buffer.alloc(size - offset);
-      readSync(fd, buffer, 0, buffer.length, offset);
-      offset = size;
-      pending += buffer.toString('utf8');
-      const parts = pending.split('\n');
-      pending = parts.pop() ?? '';
-      for (const part of parts) onLine(part.replace(/\r$/, '').replace(/\x1b\[[0-9;=?]*[A-Za-z]/g, ''));
+      const buffer = Buffer.alloc(size - this.offset);
+      readSync(fd, buffer, 0, buffer.length, this.offset);
+      this.offset = size;
+      this.pending += buffer.toString('utf8');
     } finally {
       closeSync(fd);
     }
-  };
-  const timer = setInterval(poll, intervalMs);
+    const parts = this.pending.split('\n');
+    this.pending = parts.pop() ?? '';
+    return parts.map(clean);
+  }
+
+  /** The last line, unfinished (a login prompt), handed over once. */
+  rest(): string[] {
+    const rest = this.pending;
+    this.pending = '';
+    return rest ? [clean(rest)] : [];
+  }
+}
+
+const clean = (line: string) => line.replace(/\r$/, '').replace(/\x1b\[[0-9;=?]*[A-Za-z]/g, '');
+
+/** Follows a growing file (a serial console) and hands each new line to `onLine` until stopped. */
+export function followFile(path: string, onLine: (line: string) => void, intervalMs = 300): () => void {
+  const tail = new FileTail(path);
+  const timer = setInterval(() => tail.read().forEach(onLine), intervalMs);
   return () => {
     clearInterval(timer);
-    poll();
-    if (pending) onLine(pending);
-    pending = '';
+    tail.read().forEach(onLine);
+    tail.rest().forEach(onLine);
   };
 }

@@ -26,6 +26,8 @@ export interface BuildSettings {
   cpus: number;
   installTimeoutS: number;
   preseedFetchTimeoutS: number;
+  /** Seconds a booting kernel has to start the root's init before its VM is reset (0: never). */
+  bootStallTimeoutS: number;
   sshUser: string;
   sshTimeoutS: number;
   pollIntervalS: number;
@@ -78,10 +80,23 @@ export function guestScripts(): GuestScripts {
 }
 
 /** pim.yml's build section with the profile's own `build:` over it. */
-function buildSettings(project: Project, profile: Profile, profileName: string): BuildSettings {
+function mergedBuildSection(project: Project, profile: Profile) {
   const config = project.pimConfig().build;
   const own = profile.build ? buildSettingsSchema.parse(profile.build) : {};
-  const build = deepMerge(config as unknown as Record<string, unknown>, own) as typeof config;
+  return deepMerge(config as unknown as Record<string, unknown>, own) as typeof config;
+}
+
+/** An arm64 guest under emulation boots several times slower than an x86_64 one. */
+const defaultBootStallS = (arch: Arch) => (arch === 'arm64' ? 900 : 300);
+
+/** build.boot_stall_timeout for a profile and arch (`pim build verify` boots with it too). */
+export function bootStallTimeoutS(project: Project, profile: Profile, arch: Arch): number {
+  return mergedBuildSection(project, profile).boot_stall_timeout ?? defaultBootStallS(arch);
+}
+
+function buildSettings(project: Project, profile: Profile, profileName: string, arch: Arch): BuildSettings {
+  const config = project.pimConfig().build;
+  const build = mergedBuildSection(project, profile);
   if (!profile.username && !config.ssh.user) {
     throw new ConfigError(`profile '${profileName}' has no username, and pim.yml sets no build.ssh.user: PIM does not know which user to log in as`);
   }
@@ -91,6 +106,7 @@ function buildSettings(project: Project, profile: Profile, profileName: string):
     cpus: Number(build.cpus),
     installTimeoutS: build.install_timeout,
     preseedFetchTimeoutS: build.preseed_fetch_timeout,
+    bootStallTimeoutS: build.boot_stall_timeout ?? defaultBootStallS(arch),
     // The preseed creates the profile's user; pim.yml's ssh.user only stands in when a profile has none.
     sshUser: profile.username ?? config.ssh.user!,
     sshTimeoutS: config.ssh.timeout,
@@ -132,7 +148,7 @@ export function resolvePlan(project: Project, request: BuildRequest): BuildPlan 
   };
   const scripts = loadScripts(profiles, request.profileName, profile);
   const guest = guestScripts();
-  const settings = buildSettings(project, profile, request.profileName);
+  const settings = buildSettings(project, profile, request.profileName, arch);
   const { key, inputs } = computeCacheKey({
     profile: profile as Record<string, unknown>,
     preseedTemplate: templates.preseed.content,

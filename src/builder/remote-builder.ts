@@ -184,6 +184,7 @@ export function remoteProjectFiles(plan: BuildPlan, isoDir: string, imagesDir: s
       cpus: s.cpus,
       install_timeout: s.installTimeoutS,
       preseed_fetch_timeout: s.preseedFetchTimeoutS,
+      boot_stall_timeout: s.bootStallTimeoutS,
       script_timeout: s.scriptTimeoutS,
       compress: s.compress,
       upgrade: s.upgrade,

@@ -15,6 +15,8 @@ import { createBuildKeyPair } from '../ssh/keys.js';
 import { runChecked } from '../process.js';
 import { selectedAccelerator } from './accelerator.js';
 import { workRoot } from './manager.js';
+import { watchBoot } from './boot-watch.js';
+import { bootStallTimeoutS } from './plan.js';
 
 export interface VerifyCheck {
   name: string;
@@ -82,10 +84,18 @@ export async function verifyImage(project: Project, request: { profileName: stri
       forwardSsh: true,
     });
     say(`booted a clone of ${record.path} with a NoCloud seed; waiting for SSH`);
-    const ssh = await waitForSsh(
-      { host: '127.0.0.1', port: vm.sshPort!, username: VERIFIER, privateKeyPath: key.privateKeyPath, hostKey: { kind: 'any' } },
-      { timeoutMs: 15 * 60_000, intervalMs: 2_000, maxIntervalMs: 5_000, bannerProbeMs: 3_000 },
-    );
+    const watch = watchBoot(vm, { stallS: bootStallTimeoutS(project, profile, arch), say });
+    const giveUp = new AbortController();
+    const ssh = await Promise.race([
+      watch.failed,
+      waitForSsh(
+        { host: '127.0.0.1', port: vm.sshPort!, username: VERIFIER, privateKeyPath: key.privateKeyPath, hostKey: { kind: 'any' } },
+        { timeoutMs: 15 * 60_000, intervalMs: 2_000, maxIntervalMs: 5_000, bannerProbeMs: 3_000, signal: giveUp.signal },
+      ),
+    ]).finally(() => {
+      watch.stop();
+      giveUp.abort();
+    });
     try {
       const run = async (command: string) => {
         let out = '';
@@ -137,7 +147,8 @@ export async function verifyImage(project: Project, request: { profileName: stri
       ssh.end();
     }
   } catch (err) {
-    check('boot and log in', false, errorMessage(err));
+    // The console's last lines are reported once, below the verdict.
+    check('boot and log in', false, errorMessage(err).split('\nlast console lines:')[0]);
   } finally {
     tail = vm ? Vm.tail(vm.serialLog, 15) : undefined;
     if (vm) await vm.stop({ timeoutMs: 30_000 });

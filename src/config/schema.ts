@@ -29,6 +29,7 @@ export const buildSettingsSchema = z
     script_timeout: positiveInt.optional(),
     install_timeout: positiveInt.optional(),
     preseed_fetch_timeout: positiveInt.optional(),
+    boot_stall_timeout: z.number().int().min(0).optional(),
   })
   .passthrough();
 
@@ -106,6 +107,11 @@ const buildSectionSchema = z
     install_timeout: positiveInt.default(3600),
     /** The installer must fetch /preseed.cfg within this many seconds of starting. */
     preseed_fetch_timeout: positiveInt.default(600),
+    /**
+     * Seconds a booting guest kernel has to start the root file system's init before its VM is
+     * reset (once); 0 turns this off. Unset: 300 s, or 900 s for an arm64 guest.
+     */
+    boot_stall_timeout: z.number().int().min(0).optional(),
     /** Seconds one provisioning script may run. */
     script_timeout: positiveInt.default(3600),
     /** zstd-compressed qcow2 clusters in the final image. */

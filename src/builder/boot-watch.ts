@@ -1,0 +1,135 @@
+import { WorkError, errorMessage } from '../errors.js';
+import { Vm } from '../qemu/vm.js';
+import { FileTail } from './build-log.js';
+
+/** The kernel has started: its banner, the first line it prints. */
+const KERNEL_BANNER = /Linux version \d/;
+/**
+ * The root file system's init has started (systemd, or a SysV init), or a login prompt is up.
+ * An initramfs's `/init` does not count: a kernel can stall in it (loading modules, running
+ * their crypto self-tests) as well as before it.
+ */
+export const ROOT_INIT = /systemd\[1\]: |Welcome to |Run \/sbin\/init as init process|INIT: version|login: /;
+/** What a kernel prints when one of its CPUs or tasks is stuck: named in the message. */
+export const STALL_REPORT = /soft lockup - CPU#\d+ stuck for \d+s|rcu: INFO: \S+ (?:self-)?detected stalls? on CPUs?|task \S+ blocked for more than \d+ seconds|Kernel panic - not syncing: .*/;
+
+export interface BootWatchOptions {
+  /** Seconds a started kernel has to reach the root file system's init; 0 turns the watch off. */
+  stallS: number;
+  /** How many times a stalled boot is reset before the watch gives up. */
+  resets?: number;
+  /** A line for the user (a reset). */
+  say: (line: string) => void;
+  /** A line for the log only. */
+  log?: (line: string) => void;
+  /** What marks the end of the kernel's own boot; ROOT_INIT unless a test says otherwise. */
+  rootInit?: RegExp;
+  pollMs?: number;
+}
+
+/** How a watch ended: init started, no banner to judge by, the VM gone, stopped, or given up. */
+export type BootOutcome = 'init' | 'no banner' | 'exited' | 'stopped' | 'stalled';
+
+export interface BootWatch {
+  /** Rejects (a WorkError) once the boot has stalled more often than it may be reset; never resolves. */
+  readonly failed: Promise<never>;
+  /** Settles when the watch ends, with why. */
+  readonly outcome: Promise<BootOutcome>;
+  /** How many times the VM was reset. */
+  readonly resets: number;
+  stop(): void;
+}
+
+/**
+ * Watches a VM's serial console while it boots from its disk. A kernel that has printed its
+ * banner but has not started the root file system's init within `stallS` seconds is taken as
+ * hung -- under TCG, a guest kernel now and then stalls for good in early boot (RCU stalls and
+ * soft lockups in its crypto self-tests, or silence after its clocksource switch), and would
+ * otherwise be waited on for the whole SSH timeout -- and the VM is reset through QMP, at most
+ * `resets` times (default 1). Before init the root file system is still mounted read-only, so a
+ * reset costs the guest nothing. A console that never shows the banner (a `quiet` kernel, a
+ * console elsewhere) is not judged: the watch then stops.
+ */
+export function watchBoot(vm: Vm, options: BootWatchOptions): BootWatch {
+  const allowed = options.resets ?? 1;
+  const rootInit = options.rootInit ?? ROOT_INIT;
+  const tail = new FileTail(vm.serialLog);
+  let resets = 0;
+  let attemptStarted = Date.now();
+  let kernel = false;
+  let lastReport = '';
+  let done = options.stallS <= 0;
+  let busy = false;
+  let fail: (err: WorkError) => void = () => undefined;
+  const failed = new Promise<never>((_, reject) => {
+    fail = reject;
+  });
+  failed.catch(() => undefined);
+  let settle: (outcome: BootOutcome) => void = () => undefined;
+  const outcome = new Promise<BootOutcome>((resolve) => {
+    settle = resolve;
+  });
+
+  /** Reads what the console printed since the last look; true once the root's init has started. */
+  const readConsole = (): boolean => {
+    for (const line of tail.read()) {
+      if (KERNEL_BANNER.test(line)) kernel = true;
+      if (!kernel) continue;
+      if (rootInit.test(line)) return true;
+      const report = STALL_REPORT.exec(line);
+      if (report) lastReport = report[0];
+    }
+    return false;
+  };
+
+  const check = async () => {
+    if (done || busy) return;
+    if (vm.hasExited) return finish('exited');
+    if (readConsole()) {
+      options.log?.(`boot watch: the root file system's init started ${Math.round((Date.now() - attemptStarted) / 1000)} s after ${resets ? 'the reset' : 'power-on'}`);
+      return finish('init');
+    }
+    if (Date.now() - attemptStarted < options.stallS * 1000) return;
+    if (!kernel) {
+      options.log?.(`boot watch: no kernel banner on the console within ${options.stallS} s; not judging this boot`);
+      return finish('no banner');
+    }
+    const what = `the guest kernel did not start the root file system's init within ${options.stallS} s (${lastReport ? `it reported: ${lastReport}` : 'no stall report on the console'})`;
+    if (resets >= allowed) {
+      finish('stalled');
+      const after = resets ? `, after ${resets} reset${resets > 1 ? 's' : ''}` : '';
+      fail(new WorkError(`${what}${after} (build.boot_stall_timeout); last console lines:\n${Vm.tail(vm.serialLog, 15)}`));
+      return;
+    }
+    busy = true;
+    try {
+      resets++;
+      options.say(`${what}: resetting the VM (${resets} of ${allowed})`);
+      // The console was read just above: what follows is the next boot's, which alone counts now.
+      await vm.qmp.execute('system_reset');
+    } catch (err) {
+      options.log?.(`boot watch: system_reset failed: ${errorMessage(err)}`);
+    } finally {
+      attemptStarted = Date.now();
+      kernel = false;
+      lastReport = '';
+      busy = false;
+    }
+  };
+  const timer = setInterval(() => void check(), options.pollMs ?? 1_000);
+  function finish(why: BootOutcome) {
+    done = true;
+    clearInterval(timer);
+    settle(why);
+  }
+  if (done) finish('stopped');
+  void vm.exited.then(() => finish('exited'));
+  return {
+    failed,
+    outcome,
+    get resets() {
+      return resets;
+    },
+    stop: () => finish('stopped'),
+  };
+}

@@ -1,0 +1,108 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Vm, type VmSpecInput } from '../../src/qemu/vm.js';
+import { ROOT_INIT, STALL_REPORT, watchBoot } from '../../src/builder/boot-watch.js';
+import { WorkError } from '../../src/errors.js';
+import { tinyVm, until } from '../helpers/fixtures.js';
+import { sandbox } from '../helpers/env.js';
+
+// The tiny VM is Debian's own kernel with a busybox initramfs: its kernel prints its banner, then
+// runs the initramfs's /init, which never starts a root file system's init. To the watch it is a
+// kernel that stalls before init -- unless the test says its /init's greeting counts as init.
+const box = sandbox('pim-bootwatch-');
+let fixture: { kernel: string; initrd: string };
+before(() => {
+  fixture = tinyVm();
+});
+after(() => box.cleanup());
+
+function spec(name: string, append = ''): VmSpecInput {
+  return {
+    name, arch: 'x86_64', accel: 'tcg', memoryMb: 256, cpus: 1,
+    kernel: { path: fixture.kernel, initrd: fixture.initrd, append: `console=ttyS0 pim_ignore_acpi ${append}`.trim() },
+    serialLog: join(box.root, `${name}.log`),
+  };
+}
+const serial = (name: string) => (existsSync(join(box.root, `${name}.log`)) ? readFileSync(join(box.root, `${name}.log`), 'utf8') : '');
+const banners = (text: string) => text.match(/Linux version \d/g)?.length ?? 0;
+
+test('a kernel that does not start the root init in time is reset once, then the watch fails, naming the limit and the setting', async () => {
+  const vm = await Vm.start({ spec: spec('stall') });
+  const said: string[] = [];
+  const started = Date.now();
+  const watch = watchBoot(vm, { stallS: 12, say: (line) => said.push(line), pollMs: 250 });
+  try {
+    await assert.rejects(watch.failed, (err: unknown) => {
+      assert.ok(err instanceof WorkError);
+      assert.match(err.message, /^the guest kernel did not start the root file system's init within 12 s \(no stall report on the console\), after 1 reset \(build\.boot_stall_timeout\); last console lines:\n/);
+      assert.match(err.message, /PIM-TINY-VM: ignoring ACPI power button/);
+      return true;
+    });
+    assert.equal(await watch.outcome, 'stalled');
+    assert.ok(Date.now() - started >= 24_000, 'judged each boot only after its 12 s');
+    assert.deepEqual(said, ["the guest kernel did not start the root file system's init within 12 s (no stall report on the console): resetting the VM (1 of 1)"]);
+    assert.equal(watch.resets, 1);
+    // The reset really rebooted the VM: the kernel printed its banner and its init ran twice.
+    assert.equal(banners(serial('stall')), 2);
+    assert.equal(serial('stall').match(/PIM-TINY-VM: booted/g)?.length, 2);
+    assert.ok(!vm.hasExited, 'the watch resets; stopping the VM is its caller\'s');
+  } finally {
+    watch.stop();
+    vm.kill();
+    await vm.exited;
+  }
+});
+
+test('a boot that reaches init is left alone; a console without the kernel banner is not judged', async () => {
+  const good = await Vm.start({ spec: spec('good') });
+  const quiet = await Vm.start({ spec: spec('quiet', 'quiet') });
+  const said: string[] = [];
+  const goodWatch = watchBoot(good, { stallS: 60, say: (line) => said.push(line), rootInit: /PIM-TINY-VM: booted/, pollMs: 250 });
+  const quietWatch = watchBoot(quiet, { stallS: 8, say: (line) => said.push(line), pollMs: 250 });
+  try {
+    assert.equal(await goodWatch.outcome, 'init');
+    assert.equal(await quietWatch.outcome, 'no banner');
+    await until(() => serial('quiet').includes('PIM-TINY-VM: ignoring ACPI'), 120_000, 'the quiet guest to boot');
+    assert.equal(banners(serial('quiet')), 0, 'a quiet kernel prints no banner');
+    assert.deepEqual(said, []);
+    assert.equal(goodWatch.resets + quietWatch.resets, 0);
+    assert.equal(banners(serial('good')), 1);
+  } finally {
+    good.kill();
+    quiet.kill();
+    await Promise.all([good.exited, quiet.exited]);
+  }
+});
+
+test('a watch on a VM that exits ends with it; a stall timeout of 0 watches nothing', async () => {
+  const vm = await Vm.start({ spec: spec('exits') });
+  const off = watchBoot(vm, { stallS: 0, say: () => assert.fail('nothing to say') });
+  const watch = watchBoot(vm, { stallS: 600, say: () => assert.fail('nothing to say') });
+  vm.kill();
+  await vm.exited;
+  assert.equal(await watch.outcome, 'exited');
+  assert.equal(await off.outcome, 'stopped');
+});
+
+test('the root init and stall reports are recognised on real consoles', () => {
+  // A Debian 12 image's first boot (kernel 6.1.0-57, serial console).
+  for (const line of [
+    '[   14.406679] systemd[1]: Inserted module \'autofs4\'',
+    'Welcome to Debian GNU/Linux 12 (bookworm)!',
+    'pim-image login: ',
+  ]) assert.match(line, ROOT_INIT, line);
+  // The initramfs's init is not the root's.
+  assert.doesNotMatch('[    7.386895] Run /init as init process', ROOT_INIT);
+  // What stalled kernels printed in this project's test runs.
+  const reports: [string, string][] = [
+    ['Reading package lists...[  216.326539] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [apt-get:287]', 'soft lockup - CPU#0 stuck for 22s'],
+    ['[  218.870149] rcu: INFO: rcu_preempt self-detected stall on CPU', 'rcu: INFO: rcu_preempt self-detected stall on CPU'],
+    ['[  24.713693] rcu: INFO: rcu_sched detected stalls on CPUs/tasks:', 'rcu: INFO: rcu_sched detected stalls on CPUs'],
+    ['[  242.1] INFO: task kworker/0:1:12 blocked for more than 120 seconds.', 'task kworker/0:1:12 blocked for more than 120 seconds'],
+    ['[    2.1] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)', 'Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)'],
+  ];
+  for (const [line, report] of reports) assert.equal(STALL_REPORT.exec(line)?.[0], report);
+  assert.equal(STALL_REPORT.exec('[  868.361183]  cryptomgr_test+0x27/0x50'), null);
+});
