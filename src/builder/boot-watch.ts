@@ -22,8 +22,12 @@ export interface BootWatchOptions {
   say: (line: string) => void;
   /** A line for the log only. */
   log?: (line: string) => void;
-  /** What marks the end of the kernel's own boot; ROOT_INIT unless a test says otherwise. */
-  rootInit?: RegExp;
+  /** A console line that marks the end of the kernel's boot: ROOT_INIT unless said otherwise; null: none. */
+  rootInit?: RegExp | null;
+  /** Another sign that the boot got through (the installer fetched its preseed). */
+  reached?: () => boolean;
+  /** What the kernel is waited on to do, for messages: "start the root file system's init" by default. */
+  waitingFor?: string;
   pollMs?: number;
 }
 
@@ -52,7 +56,8 @@ export interface BootWatch {
  */
 export function watchBoot(vm: Vm, options: BootWatchOptions): BootWatch {
   const allowed = options.resets ?? 1;
-  const rootInit = options.rootInit ?? ROOT_INIT;
+  const rootInit = options.rootInit === undefined ? ROOT_INIT : options.rootInit;
+  const waitingFor = options.waitingFor ?? "start the root file system's init";
   const tail = new FileTail(vm.serialLog);
   let resets = 0;
   let attemptStarted = Date.now();
@@ -73,9 +78,13 @@ export function watchBoot(vm: Vm, options: BootWatchOptions): BootWatch {
   /** Reads what the console printed since the last look; true once the root's init has started. */
   const readConsole = (): boolean => {
     for (const line of tail.read()) {
-      if (KERNEL_BANNER.test(line)) kernel = true;
+      if (KERNEL_BANNER.test(line)) {
+        kernel = true;
+        // Past the firmware: a reboot of an installer VM is a shutdown again.
+        if (resets) void vm.endReset().catch((err: unknown) => options.log?.(`boot watch: ${errorMessage(err)}`));
+      }
       if (!kernel) continue;
-      if (rootInit.test(line)) return true;
+      if (rootInit?.test(line)) return true;
       const report = STALL_REPORT.exec(line);
       if (report) lastReport = report[0];
     }
@@ -85,8 +94,8 @@ export function watchBoot(vm: Vm, options: BootWatchOptions): BootWatch {
   const check = async () => {
     if (done || busy) return;
     if (vm.hasExited) return finish('exited');
-    if (readConsole()) {
-      options.log?.(`boot watch: the root file system's init started ${Math.round((Date.now() - attemptStarted) / 1000)} s after ${resets ? 'the reset' : 'power-on'}`);
+    if (readConsole() || options.reached?.()) {
+      options.log?.(`boot watch: the guest kernel managed to ${waitingFor} ${Math.round((Date.now() - attemptStarted) / 1000)} s after ${resets ? 'the reset' : 'power-on'}`);
       return finish('init');
     }
     if (Date.now() - attemptStarted < options.stallS * 1000) return;
@@ -94,7 +103,7 @@ export function watchBoot(vm: Vm, options: BootWatchOptions): BootWatch {
       options.log?.(`boot watch: no kernel banner on the console within ${options.stallS} s; not judging this boot`);
       return finish('no banner');
     }
-    const what = `the guest kernel did not start the root file system's init within ${options.stallS} s (${lastReport ? `it reported: ${lastReport}` : 'no stall report on the console'})`;
+    const what = `the guest kernel did not ${waitingFor} within ${options.stallS} s (${lastReport ? `it reported: ${lastReport}` : 'no stall report on the console'})`;
     if (resets >= allowed) {
       finish('stalled');
       const after = resets ? `, after ${resets} reset${resets > 1 ? 's' : ''}` : '';
@@ -106,7 +115,7 @@ export function watchBoot(vm: Vm, options: BootWatchOptions): BootWatch {
       resets++;
       options.say(`${what}: resetting the VM (${resets} of ${allowed})`);
       // The console was read just above: what follows is the next boot's, which alone counts now.
-      await vm.qmp.execute('system_reset');
+      await vm.reset();
     } catch (err) {
       options.log?.(`boot watch: system_reset failed: ${errorMessage(err)}`);
     } finally {
@@ -120,6 +129,7 @@ export function watchBoot(vm: Vm, options: BootWatchOptions): BootWatch {
   function finish(why: BootOutcome) {
     done = true;
     clearInterval(timer);
+    if (resets) void vm.endReset().catch(() => undefined);
     settle(why);
   }
   if (done) finish('stopped');

@@ -266,10 +266,21 @@ async function install(state: LocalBuildState, ctx: StepContext): Promise<void> 
         });
       });
       fetched.catch(() => undefined);
+      // An installer kernel that hangs before it asks for the preseed is reset once, as in the
+      // boot step (nothing is on the disk yet); only when that is sooner than the fetch timeout.
+      const watch = watchBoot(vm, {
+        stallS: settings.bootStallTimeoutS < settings.preseedFetchTimeoutS ? settings.bootStallTimeoutS : 0,
+        rootInit: null,
+        reached: () => server.preseedFetched,
+        waitingFor: 'fetch the preseed',
+        say: (line) => ctx.say(line),
+        log: (line) => ctx.log.line(line),
+      });
       const limit = timeout(settings.installTimeoutS * 1000, () => `install step timed out after ${settings.installTimeoutS} s (build.install_timeout); last console lines:\n${consoleTail(vm)}`);
       try {
-        await Promise.race([vm.exited, fetched, limit.promise]);
+        await Promise.race([vm.exited, fetched, watch.failed, limit.promise]);
       } finally {
+        watch.stop();
         limit.clear();
       }
       if (!server.preseedFetched) {

@@ -43,6 +43,7 @@ process.on('exit', () => {
 export class Vm {
   readonly exited: Promise<VmExit>;
   private exitInfo?: VmExit;
+  private resetting = false;
 
   private constructor(
     readonly child: ChildProcess,
@@ -175,6 +176,27 @@ export class Vm {
       await this.exited;
       return 'killed';
     }
+  }
+
+  /**
+   * A hard reset, as the reset button does. A VM started with `noReboot` turns a reset into a
+   * shutdown, and its firmware may reset the machine once more as it starts again (SeaBIOS
+   * does, after a reset with -kernel): its reboot action stays `reset` until `endReset`, which
+   * the caller calls once the guest's kernel is running again.
+   */
+  async reset(): Promise<void> {
+    if (this.spec.noReboot) {
+      await this.qmp.execute('set-action', { reboot: 'reset' });
+      this.resetting = true;
+    }
+    await this.qmp.execute('system_reset');
+  }
+
+  /** After `reset`: a reboot of a `noReboot` VM is a shutdown again. */
+  async endReset(): Promise<void> {
+    if (!this.resetting || this.hasExited) return;
+    this.resetting = false;
+    await this.qmp.execute('set-action', { reboot: 'shutdown' });
   }
 
   kill(): void {

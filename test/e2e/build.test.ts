@@ -41,7 +41,7 @@ test('pim build run builds and registers an image, from exactly the inputs it pl
   assert.ok(build.editedDuringBuild);
   assert.doesNotMatch(buildLog, /EDITED-DURING-THE-BUILD/);
   // The boot watch recognised the image's first boot reaching its init (it would reset it otherwise).
-  assert.match(buildLog, /boot watch: the root file system's init started \d+ s after (power-on|the reset)/);
+  assert.match(buildLog, /boot watch: the guest kernel managed to start the root file system's init \d+ s after (power-on|the reset)/);
   assert.match(buildLog, /\[record\] BUILD-MACHINE-ID/);
   assert.equal(record.cache_key, resolvePlan(new Project({ projectDir: shared.box.project, env: shared.box.env }), { profileName: SHARED_PROFILE, arch: 'x86_64' }).cacheKey);
   assert.match(buildLog, /\[pim-prepare\] upgrade done: 0 package\(s\) still upgradable/);

@@ -55,6 +55,25 @@ test('a kernel that does not start the root init in time is reset once, then the
   }
 });
 
+test('an installer VM (-no-reboot) survives its reset; a sign of its own (the preseed fetched) counts as getting through', async () => {
+  const vm = await Vm.start({ spec: { ...spec('installer'), noReboot: true } });
+  const said: string[] = [];
+  // Got through once the reset boot has printed its banner (the preseed stands in for that here).
+  const watch = watchBoot(vm, { stallS: 10, rootInit: null, reached: () => said.length === 1 && banners(serial('installer')) === 2, waitingFor: 'fetch the preseed', say: (line) => said.push(line), pollMs: 250 });
+  try {
+    assert.equal(await watch.outcome, 'init');
+    assert.deepEqual(said, ['the guest kernel did not fetch the preseed within 10 s (no stall report on the console): resetting the VM (1 of 1)']);
+    assert.ok(!vm.hasExited, 'the reset did not turn into a shutdown');
+    assert.equal(await vm.qmp.execute('query-status').then((s) => (s as { status: string }).status), 'running');
+    // Its kernel running again, a reset is a shutdown again (as the installer's last reboot must be).
+    await vm.qmp.execute('system_reset');
+    assert.equal((await vm.waitForExit(30_000)).code, 0);
+  } finally {
+    vm.kill();
+    await vm.exited;
+  }
+});
+
 test('a boot that reaches init is left alone; a console without the kernel banner is not judged', async () => {
   const good = await Vm.start({ spec: spec('good') });
   const quiet = await Vm.start({ spec: spec('quiet', 'quiet') });
