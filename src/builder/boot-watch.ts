@@ -10,6 +10,8 @@ const KERNEL_BANNER = /Linux version \d/;
  * their crypto self-tests) as well as before it.
  */
 export const ROOT_INIT = /systemd\[1\]: |Welcome to |Run \/sbin\/init as init process|INIT: version|login: /;
+/** The kernel has handed over to an initramfs's (or the installer's) /init. */
+const INITRAMFS_INIT = /Run \/init as init process/;
 /** What a kernel prints when one of its CPUs or tasks is stuck: named in the message. */
 export const STALL_REPORT = /soft lockup - CPU#\d+ stuck for \d+s|rcu: INFO: \S+ (?:self-)?detected stalls? on CPUs?|task \S+ blocked for more than \d+ seconds|Kernel panic - not syncing: .*/;
 
@@ -26,13 +28,21 @@ export interface BootWatchOptions {
   rootInit?: RegExp | null;
   /** Another sign that the boot got through (the installer fetched its preseed). */
   reached?: () => boolean;
+  /**
+   * Judge a late boot as hung only on a sign of a hung kernel: a stall report, or no hand-over to
+   * the initramfs's /init. Without one (an installer that runs but finds no network) the watch
+   * ends, and the caller's own timeout speaks.
+   */
+  onlyOnKernelStall?: boolean;
   /** What the kernel is waited on to do, for messages: "start the root file system's init" by default. */
   waitingFor?: string;
+  /** Called after each reset (the caller restarts its own deadlines). */
+  onReset?: () => void;
   pollMs?: number;
 }
 
-/** How a watch ended: init started, no banner to judge by, the VM gone, stopped, or given up. */
-export type BootOutcome = 'init' | 'no banner' | 'exited' | 'stopped' | 'stalled';
+/** How a watch ended: init started, no banner to judge by, no sign of a hung kernel, the VM gone, stopped, or given up. */
+export type BootOutcome = 'init' | 'no banner' | 'not hung' | 'exited' | 'stopped' | 'stalled';
 
 export interface BootWatch {
   /** Rejects (a WorkError) once the boot has stalled more often than it may be reset; never resolves. */
@@ -45,14 +55,14 @@ export interface BootWatch {
 }
 
 /**
- * Watches a VM's serial console while it boots from its disk. A kernel that has printed its
- * banner but has not started the root file system's init within `stallS` seconds is taken as
- * hung -- under TCG, a guest kernel now and then stalls for good in early boot (RCU stalls and
- * soft lockups in its crypto self-tests, or silence after its clocksource switch), and would
- * otherwise be waited on for the whole SSH timeout -- and the VM is reset through QMP, at most
- * `resets` times (default 1). Before init the root file system is still mounted read-only, so a
+ * Watches a VM's serial console while it boots. A kernel that has printed its banner but has not
+ * started the root file system's init within `stallS` seconds is taken as hung -- under TCG, a
+ * guest kernel now and then stalls for good in early boot (RCU stalls and soft lockups in its
+ * crypto self-tests, or silence after its clocksource switch), and would otherwise be waited on
+ * for the whole SSH timeout -- and the VM is reset through QMP, at most `resets` times (default
+ * 1); then the watch fails. Before init the root file system is still mounted read-only, so a
  * reset costs the guest nothing. A console that never shows the banner (a `quiet` kernel, a
- * console elsewhere) is not judged: the watch then stops.
+ * console elsewhere) is not judged: the watch then ends.
  */
 export function watchBoot(vm: Vm, options: BootWatchOptions): BootWatch {
   const allowed = options.resets ?? 1;
@@ -62,6 +72,7 @@ export function watchBoot(vm: Vm, options: BootWatchOptions): BootWatch {
   let resets = 0;
   let attemptStarted = Date.now();
   let kernel = false;
+  let initramfs = false;
   let lastReport = '';
   let done = options.stallS <= 0;
   let busy = false;
@@ -74,6 +85,7 @@ export function watchBoot(vm: Vm, options: BootWatchOptions): BootWatch {
   const outcome = new Promise<BootOutcome>((resolve) => {
     settle = resolve;
   });
+  const endReset = () => void vm.endReset().catch((err: unknown) => options.log?.(`boot watch: ${errorMessage(err)}`));
 
   /** Reads what the console printed since the last look; true once the root's init has started. */
   const readConsole = (): boolean => {
@@ -81,14 +93,16 @@ export function watchBoot(vm: Vm, options: BootWatchOptions): BootWatch {
       if (KERNEL_BANNER.test(line)) {
         kernel = true;
         // Past the firmware: a reboot of an installer VM is a shutdown again.
-        if (resets) void vm.endReset().catch((err: unknown) => options.log?.(`boot watch: ${errorMessage(err)}`));
+        if (resets) endReset();
       }
       if (!kernel) continue;
+      if (INITRAMFS_INIT.test(line)) initramfs = true;
       if (rootInit?.test(line)) return true;
       const report = STALL_REPORT.exec(line);
       if (report) lastReport = report[0];
     }
-    return false;
+    // A login prompt ends in no newline.
+    return kernel && !!rootInit?.test(tail.partial);
   };
 
   const check = async () => {
@@ -103,33 +117,45 @@ export function watchBoot(vm: Vm, options: BootWatchOptions): BootWatch {
       options.log?.(`boot watch: no kernel banner on the console within ${options.stallS} s; not judging this boot`);
       return finish('no banner');
     }
+    if (options.onlyOnKernelStall && initramfs && !lastReport) {
+      options.log?.(`boot watch: the kernel has not managed to ${waitingFor} within ${options.stallS} s, but it runs /init and reported no stall; not resetting`);
+      return finish('not hung');
+    }
     const what = `the guest kernel did not ${waitingFor} within ${options.stallS} s (${lastReport ? `it reported: ${lastReport}` : 'no stall report on the console'})`;
+    const lines = () => `; last console lines:\n${Vm.tail(vm.serialLog, 15)}`;
     if (resets >= allowed) {
       finish('stalled');
       const after = resets ? `, after ${resets} reset${resets > 1 ? 's' : ''}` : '';
-      fail(new WorkError(`${what}${after} (build.boot_stall_timeout); last console lines:\n${Vm.tail(vm.serialLog, 15)}`));
+      fail(new WorkError(`${what}${after} (build.boot_stall_timeout)${lines()}`));
       return;
     }
     busy = true;
     try {
-      resets++;
-      options.say(`${what}: resetting the VM (${resets} of ${allowed})`);
+      options.say(`${what}: resetting the VM (${resets + 1} of ${allowed})`);
       // The console was read just above: what follows is the next boot's, which alone counts now.
       await vm.reset();
-    } catch (err) {
-      options.log?.(`boot watch: system_reset failed: ${errorMessage(err)}`);
-    } finally {
+      resets++;
       attemptStarted = Date.now();
       kernel = false;
+      initramfs = false;
       lastReport = '';
+      options.onReset?.();
+    } catch (err) {
+      if (vm.hasExited) return finish('exited');
+      finish('stalled');
+      fail(new WorkError(`${what} (build.boot_stall_timeout), and resetting the VM failed: ${errorMessage(err)}${lines()}`));
+    } finally {
       busy = false;
     }
   };
-  const timer = setInterval(() => void check(), options.pollMs ?? 1_000);
+  const timer = setInterval(() => {
+    check().catch((err: unknown) => options.log?.(`boot watch: ${errorMessage(err)}`));
+  }, options.pollMs ?? 1_000);
   function finish(why: BootOutcome) {
+    // A second finish changes nothing: the outcome is the first reason.
     done = true;
     clearInterval(timer);
-    if (resets) void vm.endReset().catch(() => undefined);
+    if (resets) endReset();
     settle(why);
   }
   if (done) finish('stopped');

@@ -58,6 +58,11 @@ export class FileTail {
     return parts.map(clean);
   }
 
+  /** The unfinished last line read so far (a login prompt), cleaned, without taking it. */
+  get partial(): string {
+    return clean(this.pending);
+  }
+
   /** The last line, unfinished (a login prompt), handed over once. */
   rest(): string[] {
     const rest = this.pending;

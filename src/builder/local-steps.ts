@@ -250,11 +250,19 @@ async function install(state: LocalBuildState, ctx: StepContext): Promise<void> 
       state.vm = vm;
       // An installer that never asks for its preseed (wrong URL, no network, a boot menu
       // waiting for a key) is noticed after preseed_fetch_timeout, not after install_timeout.
+      // The deadline starts again when the watch below resets the VM.
+      let restartFetchDeadline = (): void => undefined;
       const fetched = new Promise<never>((_, reject) => {
-        const timer = setTimeout(() => {
-          clearInterval(poll);
-          reject(new WorkError(`the installer did not fetch the preseed within ${settings.preseedFetchTimeoutS} s (build.preseed_fetch_timeout); last console lines:\n${consoleTail(vm)}`));
-        }, settings.preseedFetchTimeoutS * 1000);
+        const arm = () =>
+          setTimeout(() => {
+            clearInterval(poll);
+            reject(new WorkError(`the installer did not fetch the preseed within ${settings.preseedFetchTimeoutS} s (build.preseed_fetch_timeout); last console lines:\n${consoleTail(vm)}`));
+          }, settings.preseedFetchTimeoutS * 1000);
+        let timer = arm();
+        restartFetchDeadline = () => {
+          clearTimeout(timer);
+          timer = arm();
+        };
         const poll = setInterval(() => {
           if (!server.preseedFetched && !vm.hasExited) return;
           clearInterval(poll);
@@ -266,13 +274,16 @@ async function install(state: LocalBuildState, ctx: StepContext): Promise<void> 
         });
       });
       fetched.catch(() => undefined);
-      // An installer kernel that hangs before it asks for the preseed is reset once, as in the
-      // boot step (nothing is on the disk yet); only when that is sooner than the fetch timeout.
+      // An installer kernel that hangs before it asks for the preseed (nothing is on the disk
+      // yet) is reset once, as in the boot step -- only on a sign of a hung kernel: an installer
+      // that runs but cannot fetch (no network, a wrong URL) is left to the fetch timeout.
       const watch = watchBoot(vm, {
         stallS: settings.bootStallTimeoutS < settings.preseedFetchTimeoutS ? settings.bootStallTimeoutS : 0,
         rootInit: null,
         reached: () => server.preseedFetched,
+        onlyOnKernelStall: true,
         waitingFor: 'fetch the preseed',
+        onReset: () => restartFetchDeadline(),
         say: (line) => ctx.say(line),
         log: (line) => ctx.log.line(line),
       });

@@ -84,13 +84,15 @@ export async function verifyImage(project: Project, request: { profileName: stri
       forwardSsh: true,
     });
     say(`booted a clone of ${record.path} with a NoCloud seed; waiting for SSH`);
-    const watch = watchBoot(vm, { stallS: bootStallTimeoutS(project, profile, arch), say });
+    const stallS = bootStallTimeoutS(project, profile, arch);
+    const watch = watchBoot(vm, { stallS, say });
     const giveUp = new AbortController();
     const ssh = await Promise.race([
       watch.failed,
       waitForSsh(
         { host: '127.0.0.1', port: vm.sshPort!, username: VERIFIER, privateKeyPath: key.privateKeyPath, hostKey: { kind: 'any' } },
-        { timeoutMs: 15 * 60_000, intervalMs: 2_000, maxIntervalMs: 5_000, bannerProbeMs: 3_000, signal: giveUp.signal },
+        // 15 minutes, and the time a reset by the watch takes from them.
+        { timeoutMs: (15 * 60 + stallS) * 1000, intervalMs: 2_000, maxIntervalMs: 5_000, bannerProbeMs: 3_000, signal: giveUp.signal },
       ),
     ]).finally(() => {
       watch.stop();
@@ -148,7 +150,7 @@ export async function verifyImage(project: Project, request: { profileName: stri
     }
   } catch (err) {
     // The console's last lines are reported once, below the verdict.
-    check('boot and log in', false, errorMessage(err).split('\nlast console lines:')[0]);
+    check('boot and log in', false, errorMessage(err).split(/;? ?\n?last console lines:/)[0]!);
   } finally {
     tail = vm ? Vm.tail(vm.serialLog, 15) : undefined;
     if (vm) await vm.stop({ timeoutMs: 30_000 });

@@ -186,8 +186,9 @@ export class Vm {
    */
   async reset(): Promise<void> {
     if (this.spec.noReboot) {
-      await this.qmp.execute('set-action', { reboot: 'reset' });
+      // Marked first: a caller that gives up meanwhile still restores the action (endReset).
       this.resetting = true;
+      await this.qmp.execute('set-action', { reboot: 'reset' });
     }
     await this.qmp.execute('system_reset');
   }

@@ -1,10 +1,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Vm, type VmSpecInput } from '../../src/qemu/vm.js';
 import { ROOT_INIT, STALL_REPORT, watchBoot } from '../../src/builder/boot-watch.js';
 import { WorkError } from '../../src/errors.js';
+import { FileTail } from '../../src/builder/build-log.js';
 import { tinyVm, until } from '../helpers/fixtures.js';
 import { sandbox } from '../helpers/env.js';
 
@@ -46,7 +47,7 @@ test('a kernel that does not start the root init in time is reset once, then the
     assert.equal(watch.resets, 1);
     // The reset really rebooted the VM: the kernel printed its banner and its init ran twice.
     assert.equal(banners(serial('stall')), 2);
-    assert.equal(serial('stall').match(/PIM-TINY-VM: booted/g)?.length, 2);
+    await until(() => serial('stall').match(/PIM-TINY-VM: booted/g)?.length === 2, 120_000, 'the second boot to run its init');
     assert.ok(!vm.hasExited, 'the watch resets; stopping the VM is its caller\'s');
   } finally {
     watch.stop();
@@ -71,6 +72,30 @@ test('an installer VM (-no-reboot) survives its reset; a sign of its own (the pr
   } finally {
     vm.kill();
     await vm.exited;
+  }
+});
+
+test('an installer watch leaves a kernel that runs its /init and reports no stall to the caller\'s own timeout; a reset that fails fails the watch at once', async () => {
+  const runs = await Vm.start({ spec: spec('runs') });
+  const stalls = await Vm.start({ spec: spec('noreset') });
+  const said: string[] = [];
+  // Watched from when its kernel has handed over to /init (however long that took on a busy machine).
+  await until(() => serial('runs').includes('Run /init as init process'), 120_000, 'the kernel to run /init');
+  const runsWatch = watchBoot(runs, { stallS: 3, rootInit: null, reached: () => false, onlyOnKernelStall: true, waitingFor: 'fetch the preseed', say: (line) => said.push(line), pollMs: 250 });
+  // A QEMU older than 6.0 has no set-action: the reset of an installer VM fails.
+  stalls.reset = () => Promise.reject(new Error("The command set-action has not been found"));
+  const stallsWatch = watchBoot(stalls, { stallS: 8, say: (line) => said.push(line), pollMs: 250 });
+  try {
+    assert.equal(await runsWatch.outcome, 'not hung');
+    await assert.rejects(stallsWatch.failed, /^WorkError: the guest kernel did not start the root file system's init within 8 s \(no stall report on the console\) \(build\.boot_stall_timeout\), and resetting the VM failed: The command set-action has not been found; last console lines:\n/);
+    assert.equal(stallsWatch.resets, 0, 'no reset is counted that did not happen');
+    assert.deepEqual(said, ["the guest kernel did not start the root file system's init within 8 s (no stall report on the console): resetting the VM (1 of 1)"]);
+    assert.equal(runsWatch.resets, 0);
+    assert.equal(banners(serial('runs')), 1);
+  } finally {
+    runs.kill();
+    stalls.kill();
+    await Promise.all([runs.exited, stalls.exited]);
   }
 });
 
@@ -103,6 +128,17 @@ test('a watch on a VM that exits ends with it; a stall timeout of 0 watches noth
   await vm.exited;
   assert.equal(await watch.outcome, 'exited');
   assert.equal(await off.outcome, 'stopped');
+});
+
+test('a login prompt (no newline after it) counts as init; the console tail keeps it for the next read', () => {
+  const file = join(box.root, 'prompt.log');
+  writeFileSync(file, 'Debian GNU/Linux 12 pim-image ttyS0\n\npim-image login: ');
+  const tail = new FileTail(file);
+  assert.deepEqual(tail.read(), ['Debian GNU/Linux 12 pim-image ttyS0', '']);
+  assert.match(tail.partial, ROOT_INIT);
+  appendFileSync(file, '\x1b[0;32mroot\x1b[0m\n');
+  assert.deepEqual(tail.read(), ['pim-image login: root']);
+  assert.equal(tail.partial, '');
 });
 
 test('the root init and stall reports are recognised on real consoles', () => {
