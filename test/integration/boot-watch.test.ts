@@ -103,7 +103,7 @@ test('a boot that reaches init is left alone; a console without the kernel banne
   const good = await Vm.start({ spec: spec('good') });
   const quiet = await Vm.start({ spec: spec('quiet', 'quiet') });
   const said: string[] = [];
-  const goodWatch = watchBoot(good, { stallS: 60, say: (line) => said.push(line), rootInit: /PIM-TINY-VM: booted/, pollMs: 250 });
+  const goodWatch = watchBoot(good, { stallS: 120, say: (line) => said.push(line), rootInit: /PIM-TINY-VM: booted/, pollMs: 250 });
   const quietWatch = watchBoot(quiet, { stallS: 8, say: (line) => said.push(line), pollMs: 250 });
   try {
     assert.equal(await goodWatch.outcome, 'init');
