@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import type { VmSpecInput } from '../../src/qemu/vm.js';
 import { repoRoot } from './env.js';
 
 let tinyVmDir: string | undefined;
@@ -28,6 +29,16 @@ export function tinyVm(): { kernel: string; initrd: string } {
     .split('\n')
     .at(-1)!;
   return { kernel: join(tinyVmDir, 'vmlinuz'), initrd: join(tinyVmDir, 'initrd.gz') };
+}
+
+/** A VM spec of the tiny VM (256 MiB, 1 vCPU, TCG, serial console to `dir/NAME.log`), built on first use. */
+export function tinyVmSpec(dir: string, name: string, append = ''): VmSpecInput {
+  const { kernel, initrd } = tinyVm();
+  return {
+    name, arch: 'x86_64', accel: 'tcg', memoryMb: 256, cpus: 1,
+    kernel: { path: kernel, initrd, append: `console=ttyS0 ${append}`.trim() },
+    serialLog: join(dir, `${name}.log`),
+  };
 }
 
 /** Resolves once `predicate` is true, polling; rejects after `timeoutMs`. */

@@ -6,26 +6,17 @@ import { Vm, type VmSpecInput } from '../../src/qemu/vm.js';
 import { ROOT_INIT, STALL_REPORT, watchBoot } from '../../src/builder/boot-watch.js';
 import { WorkError } from '../../src/errors.js';
 import { FileTail } from '../../src/builder/build-log.js';
-import { tinyVm, until } from '../helpers/fixtures.js';
+import { tinyVm, tinyVmSpec, until } from '../helpers/fixtures.js';
 import { sandbox } from '../helpers/env.js';
 
 // The tiny VM is Debian's own kernel with a busybox initramfs: its kernel prints its banner, then
 // runs the initramfs's /init, which never starts a root file system's init. To the watch it is a
 // kernel that stalls before init -- unless the test says its /init's greeting counts as init.
 const box = sandbox('pim-bootwatch-');
-let fixture: { kernel: string; initrd: string };
-before(() => {
-  fixture = tinyVm();
-});
+before(() => tinyVm());
 after(() => box.cleanup());
 
-function spec(name: string, append = ''): VmSpecInput {
-  return {
-    name, arch: 'x86_64', accel: 'tcg', memoryMb: 256, cpus: 1,
-    kernel: { path: fixture.kernel, initrd: fixture.initrd, append: `console=ttyS0 pim_ignore_acpi ${append}`.trim() },
-    serialLog: join(box.root, `${name}.log`),
-  };
-}
+const spec = (name: string, append = ''): VmSpecInput => tinyVmSpec(box.root, name, `pim_ignore_acpi ${append}`.trim());
 const serial = (name: string) => (existsSync(join(box.root, `${name}.log`)) ? readFileSync(join(box.root, `${name}.log`), 'utf8') : '');
 const banners = (text: string) => text.match(/Linux version \d/g)?.length ?? 0;
 

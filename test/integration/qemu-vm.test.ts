@@ -7,23 +7,14 @@ import { join } from 'node:path';
 import { Vm, type VmSpecInput } from '../../src/qemu/vm.js';
 import { DiskImages } from '../../src/qemu/disk.js';
 import { execFileSync } from 'node:child_process';
-import { processAlive, tinyVm, until } from '../helpers/fixtures.js';
+import { processAlive, tinyVm, tinyVmSpec, until } from '../helpers/fixtures.js';
 import { repoRoot, sandbox } from '../helpers/env.js';
 
 const box = sandbox('pim-vm-');
-let fixture: { kernel: string; initrd: string };
-before(() => {
-  fixture = tinyVm();
-});
+before(() => tinyVm());
 after(() => box.cleanup());
 
-function spec(name: string, append = ''): VmSpecInput {
-  return {
-    name, arch: 'x86_64', accel: 'tcg', memoryMb: 256, cpus: 1,
-    kernel: { path: fixture.kernel, initrd: fixture.initrd, append: `console=ttyS0 ${append}`.trim() },
-    serialLog: join(box.root, `${name}.log`),
-  };
-}
+const spec = (name: string, append = ''): VmSpecInput => tinyVmSpec(box.root, name, append);
 const serial = (name: string) => (existsSync(join(box.root, `${name}.log`)) ? readFileSync(join(box.root, `${name}.log`), 'utf8') : '');
 
 test('the serial log receives the guest output, and stop() powers it off through ACPI', async () => {
