@@ -1,5 +1,6 @@
 import { WorkError, errorMessage } from '../errors.js';
 import { Vm } from '../qemu/vm.js';
+import { waitForSsh, type SshConnection, type SshTarget, type WaitOptions } from '../ssh/connection.js';
 import { FileTail } from './build-log.js';
 
 /** The kernel has started: its banner, the first line it prints. */
@@ -168,4 +169,19 @@ export function watchBoot(vm: Vm, options: BootWatchOptions): BootWatch {
     },
     stop: () => finish('stopped'),
   };
+}
+
+/**
+ * `waitForSsh` while a boot watch runs on the VM: a boot that stalls for good fails the wait
+ * instead of being waited on to its timeout; whichever ends first stops the other.
+ */
+export async function waitForSshWatchingBoot(vm: Vm, target: SshTarget, wait: WaitOptions, watch: BootWatchOptions): Promise<SshConnection> {
+  const watcher = watchBoot(vm, watch);
+  const giveUp = new AbortController();
+  try {
+    return await Promise.race([watcher.failed, waitForSsh(target, { ...wait, signal: wait.signal ? AbortSignal.any([wait.signal, giveUp.signal]) : giveUp.signal })]);
+  } finally {
+    watcher.stop();
+    giveUp.abort();
+  }
 }

@@ -13,14 +13,14 @@ import { PreseedServer } from '../server/preseed-server.js';
 import { PackageCache } from '../server/package-cache.js';
 import { parseSize } from './layers.js';
 import { releaseRecordLine, type ReleaseRecord } from './archive-record.js';
-import { waitForSsh, type SshConnection } from '../ssh/connection.js';
+import type { SshConnection } from '../ssh/connection.js';
 import { createBuildKeyPair, loadBuildKeyPair, type BuildKeyPair } from '../ssh/keys.js';
 import { GuestAgent } from '../qemu/guest-agent.js';
 import type { Layer, LayerCache } from './layers.js';
 import { shq } from '../shell.js';
 import { runChecked } from '../process.js';
 import { followFile } from './build-log.js';
-import { watchBoot } from './boot-watch.js';
+import { waitForSshWatchingBoot, watchBoot } from './boot-watch.js';
 import type { BuildJob } from './builder.js';
 import type { BuildPlan, TemplateSource } from './plan.js';
 import type { Step, StepContext } from './steps.js';
@@ -318,12 +318,12 @@ export const bootStep: Step<LocalBuildState> = {
     vm.exited.then(stop, stop);
     ctx.say(`waiting for SSH on 127.0.0.1:${vm.sshPort} as ${settings.sshUser} (up to ${settings.sshTimeoutS} s)`);
     const giveUp = new AbortController();
-    const watch = watchBoot(vm, { stallS: settings.bootStallTimeoutS, say: (line) => ctx.say(line), log: (line) => ctx.log.line(line) });
     try {
       state.ssh = await whileVmRuns(
         vm,
         'the boot step (waiting for SSH)',
-        Promise.race([watch.failed, waitForSsh(
+        waitForSshWatchingBoot(
+          vm,
           { host: '127.0.0.1', port: vm.sshPort!, username: settings.sshUser, privateKeyPath: state.keys!.privateKeyPath, hostKey: { kind: 'any' }, readyTimeout: 30_000 },
           {
             timeoutMs: settings.sshTimeoutS * 1000,
@@ -334,10 +334,10 @@ export const bootStep: Step<LocalBuildState> = {
             // The port forward stalls until the guest's network is up: probe, do not wait out 30 s.
             bannerProbeMs: 3_000,
           },
-        )]),
+          { stallS: settings.bootStallTimeoutS, say: (line) => ctx.say(line), log: (line) => ctx.log.line(line) },
+        ),
       );
     } finally {
-      watch.stop();
       giveUp.abort();
     }
   },

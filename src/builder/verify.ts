@@ -10,12 +10,12 @@ import { Profiles } from '../profile/profiles.js';
 import { requireAarch64Firmware } from '../qemu/firmware.js';
 import { Vm } from '../qemu/vm.js';
 import { Registry, imageKey, imageState, type ImageRecord } from '../registry/registry.js';
-import { SshConnection, waitForSsh } from '../ssh/connection.js';
+import { SshConnection } from '../ssh/connection.js';
 import { createBuildKeyPair } from '../ssh/keys.js';
 import { runChecked } from '../process.js';
 import { selectedAccelerator } from './accelerator.js';
 import { workRoot } from './manager.js';
-import { watchBoot } from './boot-watch.js';
+import { waitForSshWatchingBoot } from './boot-watch.js';
 import { bootStallTimeoutS } from './plan.js';
 
 export interface VerifyCheck {
@@ -85,19 +85,13 @@ export async function verifyImage(project: Project, request: { profileName: stri
     });
     say(`booted a clone of ${record.path} with a NoCloud seed; waiting for SSH`);
     const stallS = bootStallTimeoutS(project, profile, arch);
-    const watch = watchBoot(vm, { stallS, say });
-    const giveUp = new AbortController();
-    const ssh = await Promise.race([
-      watch.failed,
-      waitForSsh(
-        { host: '127.0.0.1', port: vm.sshPort!, username: VERIFIER, privateKeyPath: key.privateKeyPath, hostKey: { kind: 'any' } },
-        // 15 minutes, and the time a reset by the watch takes from them.
-        { timeoutMs: (15 * 60 + stallS) * 1000, intervalMs: 2_000, maxIntervalMs: 5_000, bannerProbeMs: 3_000, signal: giveUp.signal },
-      ),
-    ]).finally(() => {
-      watch.stop();
-      giveUp.abort();
-    });
+    const ssh = await waitForSshWatchingBoot(
+      vm,
+      { host: '127.0.0.1', port: vm.sshPort!, username: VERIFIER, privateKeyPath: key.privateKeyPath, hostKey: { kind: 'any' } },
+      // 15 minutes, and the time a reset by the watch takes from them.
+      { timeoutMs: (15 * 60 + stallS) * 1000, intervalMs: 2_000, maxIntervalMs: 5_000, bannerProbeMs: 3_000 },
+      { stallS, say },
+    );
     try {
       const run = async (command: string) => {
         let out = '';

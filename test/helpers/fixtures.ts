@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import type { VmSpecInput } from '../../src/qemu/vm.js';
+import type { Vm, VmSpecInput } from '../../src/qemu/vm.js';
 import { repoRoot } from './env.js';
 
 let tinyVmDir: string | undefined;
@@ -39,6 +39,12 @@ export function tinyVmSpec(dir: string, name: string, append = ''): VmSpecInput 
     kernel: { path: kernel, initrd, append: `console=ttyS0 ${append}`.trim() },
     serialLog: join(dir, `${name}.log`),
   };
+}
+
+/** Kills the VMs and waits until each has exited. */
+export async function killVms(...vms: Vm[]): Promise<void> {
+  for (const vm of vms) vm.kill();
+  await Promise.all(vms.map((vm) => vm.exited));
 }
 
 /** Resolves once `predicate` is true, polling; rejects after `timeoutMs`. */

@@ -3,10 +3,10 @@ import assert from 'node:assert/strict';
 import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Vm, type VmSpecInput } from '../../src/qemu/vm.js';
-import { ROOT_INIT, STALL_REPORT, watchBoot } from '../../src/builder/boot-watch.js';
+import { ROOT_INIT, STALL_REPORT, waitForSshWatchingBoot, watchBoot } from '../../src/builder/boot-watch.js';
 import { WorkError } from '../../src/errors.js';
 import { FileTail } from '../../src/builder/build-log.js';
-import { tinyVm, tinyVmSpec, until } from '../helpers/fixtures.js';
+import { killVms, tinyVm, tinyVmSpec, until } from '../helpers/fixtures.js';
 import { sandbox } from '../helpers/env.js';
 
 // The tiny VM is Debian's own kernel with a busybox initramfs: its kernel prints its banner, then
@@ -42,8 +42,21 @@ test('a kernel that does not start the root init in time is reset once, then the
     assert.ok(!vm.hasExited, 'the watch resets; stopping the VM is its caller\'s');
   } finally {
     watch.stop();
-    vm.kill();
-    await vm.exited;
+    await killVms(vm);
+  }
+});
+
+test('waiting for SSH while the boot is watched: a boot that stalls for good fails the wait long before its SSH timeout', async () => {
+  const vm = await Vm.start({ spec: spec('nossh'), forwardSsh: true });
+  const started = Date.now();
+  try {
+    await assert.rejects(
+      waitForSshWatchingBoot(vm, { host: '127.0.0.1', port: vm.sshPort!, username: 'nobody', password: 'x', hostKey: { kind: 'any' } }, { timeoutMs: 600_000, intervalMs: 1_000, bannerProbeMs: 1_000 }, { stallS: 6, resets: 0, say: () => assert.fail('no reset allowed'), pollMs: 250 }),
+      /^WorkError: the guest kernel did not start the root file system's init within 6 s \(no stall report on the console\) \(build\.boot_stall_timeout\); last console lines:\n/,
+    );
+    assert.ok(Date.now() - started < 120_000, `failed after ${Date.now() - started} ms, not after the 600 s SSH timeout`);
+  } finally {
+    await killVms(vm);
   }
 });
 
@@ -61,8 +74,7 @@ test('an installer VM (-no-reboot) survives its reset; a sign of its own (the pr
     await vm.qmp.execute('system_reset');
     assert.equal((await vm.waitForExit(30_000)).code, 0);
   } finally {
-    vm.kill();
-    await vm.exited;
+    await killVms(vm);
   }
 });
 
@@ -84,9 +96,7 @@ test('an installer watch leaves a kernel that runs its /init and reports no stal
     assert.equal(runsWatch.resets, 0);
     assert.equal(banners(serial('runs')), 1);
   } finally {
-    runs.kill();
-    stalls.kill();
-    await Promise.all([runs.exited, stalls.exited]);
+    await killVms(runs, stalls);
   }
 });
 
@@ -105,9 +115,7 @@ test('a boot that reaches init is left alone; a console without the kernel banne
     assert.equal(goodWatch.resets + quietWatch.resets, 0);
     assert.equal(banners(serial('good')), 1);
   } finally {
-    good.kill();
-    quiet.kill();
-    await Promise.all([good.exited, quiet.exited]);
+    await killVms(good, quiet);
   }
 });
 

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { Vm, type VmSpecInput } from '../../src/qemu/vm.js';
 import { DiskImages } from '../../src/qemu/disk.js';
 import { execFileSync } from 'node:child_process';
-import { processAlive, tinyVm, tinyVmSpec, until } from '../helpers/fixtures.js';
+import { killVms, processAlive, tinyVm, tinyVmSpec, until } from '../helpers/fixtures.js';
 import { repoRoot, sandbox } from '../helpers/env.js';
 
 const box = sandbox('pim-vm-');
@@ -60,9 +60,7 @@ test('two VMs started in parallel get different SSH ports and QMP sockets', asyn
     assert.ok(a.command.args.includes(`user,id=net0,hostfwd=tcp:127.0.0.1:${a.sshPort}-:22`));
     assert.deepEqual(await a.qmp.execute('query-status'), { status: 'running', singlestep: false, running: true });
   } finally {
-    a.kill();
-    b.kill();
-    await Promise.all([a.exited, b.exited]);
+    await killVms(a, b);
   }
 });
 
