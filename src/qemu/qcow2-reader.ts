@@ -1,8 +1,11 @@
 import type { ChildProcess } from 'node:child_process';
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants, mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
+import { Socket, type OnReadOpts, type SocketConstructorOpts } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { WorkError, errorMessage } from '../errors.js';
-import { spawnManaged, which, type LogFn } from '../process.js';
+import { runChecked, spawnManaged, which, type LogFn } from '../process.js';
 import type { DataExtent } from './image-reader.js';
 
 /** A read waiting for a compressed cluster; `target`: where the whole cluster goes, if it wants all of it. */
@@ -157,6 +160,8 @@ export function zstdContentSize(data: Buffer): number | undefined {
 /** How many decompressed clusters may wait for their reader before zstd's output is paused. */
 const READY_LIMIT = 128;
 const WINDOW = 4 * 1024 * 1024;
+/** zstd's output is read into this one buffer, again and again. */
+const OUTPUT_BUFFER = 256 * 1024;
 
 /**
  * Reads the guest-visible bytes of a qcow2 image that `readQcow2Map` accepts, without qemu-nbd:
@@ -169,7 +174,10 @@ const WINDOW = 4 * 1024 * 1024;
 export class Qcow2Reader implements DiskReader {
   bytesRead = 0;
   private readonly ready = new Map<number, Buffer>();
+  /** Buffers of decompressed clusters that no read wants any more, for the next ones. */
+  private readonly spare: Buffer[] = [];
   private readonly waiting = new Map<number, Waiter[]>();
+  private output?: Socket;
   private out?: { cluster: number; buf: Buffer; filled: number; direct?: Waiter };
   private outPos = 0;
   private failed?: Error;
@@ -184,6 +192,8 @@ export class Qcow2Reader implements DiskReader {
     /** How many reads of the plan still want each compressed cluster. */
     private readonly refs: Map<number, number>,
     private readonly zstd: ChildProcess | undefined,
+    /** The read end of zstd's output (a FIFO), when there is a zstd. */
+    private readonly outputFd: number | undefined,
     private readonly image: string,
   ) {
     this.exited = zstd ? new Promise((resolve) => {
@@ -212,9 +222,26 @@ export class Qcow2Reader implements DiskReader {
       log?.(`reading the image through qemu-nbd: ${problem}`);
       return undefined;
     }
+    let fifo: { read: number; write: number } | undefined;
+    if (plan.length) {
+      const made = await outputFifo();
+      if (typeof made === 'string') {
+        log?.(`reading the image through qemu-nbd: ${made}`);
+        return undefined;
+      }
+      fifo = made;
+    }
     const file = await open(image, 'r');
-    const zstd = plan.length ? spawnManaged('zstd', ['-d', '-c', '-q', '--no-asyncio'], { stdio: ['pipe', 'pipe', 'pipe'], log }) : undefined;
-    const reader = new Qcow2Reader(map, file, plan, refs, zstd, image);
+    let zstd: ChildProcess | undefined;
+    if (fifo) {
+      try {
+        zstd = spawnManaged('zstd', ['-d', '-c', '-q', '--no-asyncio'], { stdio: ['pipe', fifo.write, 'pipe'], log });
+      } finally {
+        // zstd has its own copy: the output ends when zstd's ends.
+        closeSync(fifo.write);
+      }
+    }
+    const reader = new Qcow2Reader(map, file, plan, refs, zstd, fifo?.read, image);
     reader.start();
     log?.(`reading the image itself: ${plan.length} compressed clusters through zstd`);
     return reader;
@@ -225,9 +252,29 @@ export class Qcow2Reader implements DiskReader {
     if (!zstd) return;
     let stderr = '';
     zstd.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
-    zstd.stdout!.on('data', (chunk: Buffer) => this.onOutput(chunk));
-    // 'close', not the end of its output: by then zstd's last words on stderr have been read too.
-    zstd.once('close', () => {
+    // One buffer for all of zstd's output: a pipe's 'data' events bring a new 64 KiB buffer
+    // each, and those 600 MiB of short-lived buffers made the garbage collector run 51 full
+    // collections during the demo image's upload (bench/README.md).
+    // Node's Socket takes `onread` with an fd too (lib/net.js); its types name it for connect() only.
+    const options: SocketConstructorOpts & { onread: OnReadOpts } = {
+      fd: this.outputFd!,
+      readable: true,
+      writable: false,
+      onread: {
+        buffer: Buffer.allocUnsafe(OUTPUT_BUFFER),
+        callback: (n: number, buf: Uint8Array) => {
+          this.onOutput(buf.subarray(0, n) as Buffer);
+          return !this.paused;
+        },
+      },
+    };
+    const output = new Socket(options);
+    this.output = output;
+    output.on('error', (err) => this.fail(new WorkError(`reading zstd's output: ${errorMessage(err)}`)));
+    const ended = new Promise<void>((resolve) => output.once('close', () => resolve()));
+    const closed = new Promise<void>((resolve) => zstd.once('close', () => resolve()));
+    // Both: its whole output read, and its last words on stderr.
+    void Promise.all([ended, closed]).then(() => {
       if (this.outPos < this.plan.length) this.fail(new WorkError(`zstd ended after ${this.outPos} of ${this.plan.length} compressed clusters of ${this.image}${stderr.trim() ? `: ${stderr.trim().split('\n').at(-1)}` : ''}`));
     });
     zstd.once('error', (err) => this.fail(new WorkError(`zstd could not be run: ${errorMessage(err)}`)));
@@ -243,13 +290,18 @@ export class Qcow2Reader implements DiskReader {
    */
   private async feed(): Promise<void> {
     const stdin = this.zstd!.stdin!;
-    let window: { start: number; buf: Buffer } | undefined;
+    // Read windows of the file, reused once zstd's pipe has taken all that was written from
+    // them: 235 MiB of fresh windows were 60 000 page faults in the demo image's upload.
+    const windows: { buf: Buffer; writing: number }[] = [];
+    let window: { start: number; buf: Buffer; of: { writing: number } } | undefined;
     let span: { from: number; to: number } | undefined;
     const flush = async () => {
       if (!span) return;
       const data = window!.buf.subarray(span.from, span.to);
+      const of = window!.of;
       span = undefined;
-      if (!stdin.write(data)) await new Promise<void>((resolve) => stdin.once('drain', resolve));
+      of.writing++;
+      if (!stdin.write(data, () => of.writing--)) await new Promise<void>((resolve) => stdin.once('drain', resolve));
     };
     for (const c of this.plan) {
       if (this.failed || this.closed) return;
@@ -257,10 +309,13 @@ export class Qcow2Reader implements DiskReader {
       const csize = this.map.csize[c]!;
       if (!window || host < window.start || host + csize > window.start + window.buf.length) {
         await flush();
-        // A new buffer each time: zstd's pipe may still hold slices of the last one.
-        const buf = Buffer.allocUnsafe(Math.max(WINDOW, csize));
-        const { bytesRead } = await this.file.read(buf, 0, buf.length, host);
-        window = { start: host, buf: buf.subarray(0, bytesRead) };
+        let free = windows.find((w) => w.writing === 0 && w.buf.length >= csize);
+        if (!free) {
+          free = { buf: Buffer.allocUnsafe(Math.max(WINDOW, csize)), writing: 0 };
+          windows.push(free);
+        }
+        const { bytesRead } = await this.file.read(free.buf, 0, free.buf.length, host);
+        window = { start: host, buf: free.buf.subarray(0, bytesRead), of: free };
       }
       const from = host - window.start;
       const length = zstdFrameLength(window.buf.subarray(from, from + csize));
@@ -285,7 +340,7 @@ export class Qcow2Reader implements DiskReader {
         // The one read of a whole cluster waiting for it: decompressed straight into its buffer.
         const waiters = this.waiting.get(cluster);
         const direct = waiters?.length === 1 && waiters[0]!.target && this.refs.get(cluster) === 1 ? waiters[0] : undefined;
-        this.out = { cluster, buf: direct ? direct.target! : Buffer.allocUnsafe(size), filled: 0, direct };
+        this.out = { cluster, buf: direct ? direct.target! : (this.spare.pop() ?? Buffer.allocUnsafe(size)), filled: 0, direct };
       }
       const o = this.out;
       const n = Math.min(chunk.length - pos, size - o.filled);
@@ -306,10 +361,7 @@ export class Qcow2Reader implements DiskReader {
         for (const w of waiters ?? []) w.resolve(o.buf);
       }
     }
-    if (this.ready.size >= READY_LIMIT && this.waiting.size === 0 && !this.paused) {
-      this.paused = true;
-      this.zstd!.stdout!.pause();
-    }
+    if (this.ready.size >= READY_LIMIT && this.waiting.size === 0 && !this.paused) this.paused = true;
   }
 
   /** Compressed cluster `c`, decompressed; into `target` (a whole cluster's room) where possible. */
@@ -332,14 +384,18 @@ export class Qcow2Reader implements DiskReader {
       return;
     }
     this.refs.delete(c);
-    this.ready.delete(c);
+    const buf = this.ready.get(c);
+    if (buf) {
+      this.ready.delete(c);
+      this.spare.push(buf);
+    }
     if (this.ready.size < READY_LIMIT) this.resume();
   }
 
   private resume(): void {
     if (!this.paused) return;
     this.paused = false;
-    this.zstd!.stdout!.resume();
+    this.output?.resume();
   }
 
   private fail(err: Error): void {
@@ -414,11 +470,35 @@ export class Qcow2Reader implements DiskReader {
     this.closed = true;
     this.fail(new WorkError('the image reader is closed'));
     if (this.zstd && this.zstd.exitCode === null && this.zstd.signalCode === null) {
-      this.zstd.stdout!.resume();
       this.zstd.kill('SIGTERM');
     }
+    this.output?.destroy();
     await this.exited;
     await this.file.close();
+  }
+}
+
+/**
+ * A FIFO for zstd's output, opened at both ends and already unlinked: a reader PIM can read into
+ * one buffer of its own (a child's stdout pipe cannot be), and a writer to give zstd. Or why not.
+ */
+async function outputFifo(): Promise<{ read: number; write: number } | string> {
+  const dir = mkdtempSync(join(tmpdir(), 'pim-zstd-'));
+  try {
+    const path = join(dir, 'out');
+    await runChecked('mkfifo', ['-m', '600', path]);
+    // The read end first, without waiting for a writer; then the write end does not wait either.
+    const read = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    try {
+      return { read, write: openSync(path, constants.O_WRONLY) };
+    } catch (err) {
+      closeSync(read);
+      throw err;
+    }
+  } catch (err) {
+    return `no FIFO for zstd's output (${errorMessage(err)})`;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 

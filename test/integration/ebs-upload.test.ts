@@ -73,6 +73,20 @@ for (const [kind, options] of [['plain', []], ['zstd-compressed', ['-c', '-o', '
   });
 }
 
+test('the benchmark\'s digests-only endpoint checks blocks as the full one does, keeps the same digests, and refuses to read data back', { timeout: 120_000 }, async () => {
+  const { image } = makeImage('digests', ['-c', '-o', 'compression_type=zstd']);
+  const full = new FakeAws();
+  const lean = new FakeAws({ digestsOnly: true });
+  const a = await upload(full, image);
+  const b = await upload(lean, image);
+  const snapA = full.snapshots.get(a.snapshotId)!;
+  const snapB = lean.snapshots.get(b.snapshotId)!;
+  assert.equal(snapB.state, 'completed', 'CompleteSnapshot accepted the aggregate checksum of the digests');
+  assert.deepEqual([...snapB.digests.keys()].sort((x, y) => x - y), [...snapA.digests.keys()].sort((x, y) => x - y));
+  for (const [index, digest] of snapA.digests) assert.ok(snapB.digests.get(index)!.equals(digest), `block ${index}`);
+  assert.throws(() => lean.snapshotBytes(b.snapshotId), /digestsOnly: it kept no block data/);
+});
+
 test('throttled on every third PutSnapshotBlock: the upload completes, the concurrency goes down, every retry counted', { timeout: 120_000 }, async () => {
   const { image, raw } = makeImage('throttle', []);
   const f = new FakeAws({ throttleEvery: 3 });

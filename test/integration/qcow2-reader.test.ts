@@ -93,6 +93,41 @@ test('a zstd-compressed qcow2 read through zstd in upload order gives its guest-
   }
 });
 
+test('a reader slower than zstd: zstd waits once 128 clusters are ready, and every byte still arrives (decompressed clusters reuse their buffers)', { timeout: 60_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pim-qcow2-'));
+  try {
+    // 32 MiB of text that compresses, each cluster different: 512 compressed clusters.
+    const raw = Buffer.alloc(32 * MiB);
+    for (let at = 0, n = 0; at < raw.length; n++) at += raw.write(`line ${n} of a slow read `, at);
+    writeFileSync(join(dir, 'disk.raw'), raw);
+    const { image, map } = zstdQcow2(dir, 'disk.qcow2');
+    assert.ok(map.kind.filter((k) => k === 2).length >= 500, 'the text is stored compressed');
+    const ranges = await uploadRanges(image);
+    const reader = await Qcow2Reader.open(image, ranges);
+    assert.ok(reader);
+    const ready = () => (reader as unknown as { ready: Map<number, Buffer> }).ready.size;
+    try {
+      // Nothing read yet: zstd runs ahead until 128 clusters wait (plus what one read of its output brought).
+      const deadline = Date.now() + 20_000;
+      while (ready() < 128 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, 500));
+      assert.ok(ready() >= 128 && ready() <= 128 + 4, `clusters waiting for their reader: ${ready()}`);
+      // Read one range at a time, as slowly as the event loop turns.
+      for (const r of ranges) {
+        const got = await reader.read(r.start, r.length);
+        assert.ok(got.equals(raw.subarray(r.start, r.start + r.length)), `bytes at ${r.start}+${r.length}`);
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      assert.equal(reader.bytesRead, raw.length);
+    } finally {
+      await reader.close();
+    }
+    assert.deepEqual(zstdChildren(), []);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('images PIM does not read itself are left to qemu-nbd, with the reason: a backing file, zlib clusters, a cluster not one zstd frame', { timeout: 60_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'pim-qcow2-'));
   try {
