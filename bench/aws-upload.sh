@@ -11,4 +11,4 @@ if [ -z "$image" ]; then
   [ -d "$project" ] || { echo "bench: no demo project at $project; run 'npm run demo' first" >&2; exit 2; }
   image=$(node "$repo/bin/pim.js" --project "$project" build show default --arch "$arch" --json | node -e 'console.log(JSON.parse(require("fs").readFileSync(0, "utf8")).path)')
 fi
-exec node "$repo/dist/bench/aws-upload.js" "$image"
+exec node "$repo/dist/bench/aws-upload.js" "$image" "${PIM_BENCH_RUNS:-5}"

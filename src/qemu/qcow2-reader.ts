@@ -222,16 +222,17 @@ export class Qcow2Reader implements DiskReader {
       log?.(`reading the image through qemu-nbd: ${problem}`);
       return undefined;
     }
+    const file = await open(image, 'r');
     let fifo: { read: number; write: number } | undefined;
     if (plan.length) {
       const made = await outputFifo();
       if (typeof made === 'string') {
+        await file.close();
         log?.(`reading the image through qemu-nbd: ${made}`);
         return undefined;
       }
       fifo = made;
     }
-    const file = await open(image, 'r');
     let zstd: ChildProcess | undefined;
     if (fifo) {
       try {

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, readlinkSync, symlinkSync, openSync, readFileSync, readSync, readdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { blocksOfExtents } from '../../src/deploy/aws/ebs-upload.js';
@@ -151,6 +151,35 @@ test('images PIM does not read itself are left to qemu-nbd, with the reason: a b
       assert.match(lines.join('\n'), new RegExp(`reading the image through qemu-nbd: ${reason.source}`), file);
     }
   } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('without mkfifo (no FIFO for zstd\'s output) the image is left to qemu-nbd, with the reason, and nothing is left open', { timeout: 60_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pim-qcow2-'));
+  const path = process.env['PATH'];
+  try {
+    makeRaw(dir);
+    const { image } = zstdQcow2(dir, 'disk.qcow2');
+    const bin = join(dir, 'bin');
+    mkdirSync(bin);
+    symlinkSync(execFileSync('sh', ['-c', 'command -v zstd'], { encoding: 'utf8' }).trim(), join(bin, 'zstd'));
+    const ranges = await uploadRanges(image);
+    process.env['PATH'] = bin;
+    const lines: string[] = [];
+    assert.equal(await Qcow2Reader.open(image, ranges, (l) => lines.push(l)), undefined);
+    process.env['PATH'] = path;
+    assert.match(lines.join('\n'), /reading the image through qemu-nbd: no FIFO for zstd's output \(.*mkfifo/);
+    const open = readdirSync('/proc/self/fd').map((fd) => {
+      try {
+        return readlinkSync(`/proc/self/fd/${fd}`);
+      } catch {
+        return '';
+      }
+    });
+    assert.deepEqual(open.filter((target) => target === image || target.includes('pim-zstd-')), [], 'neither the image nor a FIFO is left open');
+  } finally {
+    process.env['PATH'] = path;
     rmSync(dir, { recursive: true, force: true });
   }
 });
