@@ -234,16 +234,28 @@ export class Qcow2Reader implements DiskReader {
       fifo = made;
     }
     let zstd: ChildProcess | undefined;
-    if (fifo) {
-      try {
-        zstd = spawnManaged('zstd', ['-d', '-c', '-q', '--no-asyncio'], { stdio: ['pipe', fifo.write, 'pipe'], log });
-      } finally {
-        // zstd has its own copy: the output ends when zstd's ends.
-        closeSync(fifo.write);
+    let reader: Qcow2Reader | undefined;
+    try {
+      if (fifo) {
+        try {
+          zstd = spawnManaged('zstd', ['-d', '-c', '-q', '--no-asyncio'], { stdio: ['pipe', fifo.write, 'pipe'], log });
+        } finally {
+          // zstd has its own copy: the output ends when zstd's ends.
+          closeSync(fifo.write);
+        }
       }
+      reader = new Qcow2Reader(map, file, plan, refs, zstd, fifo?.read, image);
+      reader.start();
+    } catch (err) {
+      // Nothing left behind: not zstd, not the file, not the FIFO's read end (the socket's once it has one).
+      if (reader) await reader.close();
+      else {
+        zstd?.kill('SIGKILL');
+        if (fifo) closeSync(fifo.read);
+        await file.close();
+      }
+      throw err;
     }
-    const reader = new Qcow2Reader(map, file, plan, refs, zstd, fifo?.read, image);
-    reader.start();
     log?.(`reading the image itself: ${plan.length} compressed clusters through zstd`);
     return reader;
   }
@@ -301,8 +313,20 @@ export class Qcow2Reader implements DiskReader {
       const data = window!.buf.subarray(span.from, span.to);
       const of = window!.of;
       span = undefined;
+      // zstd gone (its exit or the end of its output says why): its stdin takes nothing, and never drains.
+      if (stdin.destroyed) return;
       of.writing++;
-      if (!stdin.write(data, () => of.writing--)) await new Promise<void>((resolve) => stdin.once('drain', resolve));
+      if (!stdin.write(data, () => of.writing--)) {
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            stdin.off('drain', done);
+            stdin.off('close', done);
+            resolve();
+          };
+          stdin.once('drain', done);
+          stdin.once('close', done);
+        });
+      }
     };
     for (const c of this.plan) {
       if (this.failed || this.closed) return;
@@ -404,6 +428,8 @@ export class Qcow2Reader implements DiskReader {
     this.failed = err;
     for (const list of this.waiting.values()) for (const w of list) w.reject(err);
     this.waiting.clear();
+    // No more output copied into a buffer whose read has just been refused.
+    this.output?.destroy();
   }
 
   /**
@@ -473,7 +499,9 @@ export class Qcow2Reader implements DiskReader {
     if (this.zstd && this.zstd.exitCode === null && this.zstd.signalCode === null) {
       this.zstd.kill('SIGTERM');
     }
-    this.output?.destroy();
+    // The socket owns the FIFO's read end once it exists; before that (start() failed), nobody does.
+    if (this.output) this.output.destroy();
+    else if (this.outputFd !== undefined) closeSync(this.outputFd);
     await this.exited;
     await this.file.close();
   }
@@ -484,8 +512,9 @@ export class Qcow2Reader implements DiskReader {
  * one buffer of its own (a child's stdout pipe cannot be), and a writer to give zstd. Or why not.
  */
 async function outputFifo(): Promise<{ read: number; write: number } | string> {
-  const dir = mkdtempSync(join(tmpdir(), 'pim-zstd-'));
+  let dir: string | undefined;
   try {
+    dir = mkdtempSync(join(tmpdir(), 'pim-zstd-'));
     const path = join(dir, 'out');
     await runChecked('mkfifo', ['-m', '600', path]);
     // The read end first, without waiting for a writer; then the write end does not wait either.
@@ -499,7 +528,7 @@ async function outputFifo(): Promise<{ read: number; write: number } | string> {
   } catch (err) {
     return `no FIFO for zstd's output (${errorMessage(err)})`;
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    if (dir) rmSync(dir, { recursive: true, force: true });
   }
 }
 

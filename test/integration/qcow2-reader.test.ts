@@ -155,7 +155,7 @@ test('images PIM does not read itself are left to qemu-nbd, with the reason: a b
   }
 });
 
-test('without mkfifo (no FIFO for zstd\'s output) the image is left to qemu-nbd, with the reason, and nothing is left open', { timeout: 60_000 }, async () => {
+test('without mkfifo or a temp dir (no FIFO for zstd\'s output) the image is left to qemu-nbd, with the reason, and nothing is left open', { timeout: 60_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'pim-qcow2-'));
   const path = process.env['PATH'];
   try {
@@ -178,6 +178,17 @@ test('without mkfifo (no FIFO for zstd\'s output) the image is left to qemu-nbd,
       }
     });
     assert.deepEqual(open.filter((target) => target === image || target.includes('pim-zstd-')), [], 'neither the image nor a FIFO is left open');
+    // No temp dir to make the FIFO in: the same (it threw before, and the upload failed).
+    const tmp = process.env['TMPDIR'];
+    process.env['TMPDIR'] = join(dir, 'gone');
+    const more: string[] = [];
+    try {
+      assert.equal(await Qcow2Reader.open(image, ranges, (l) => more.push(l)), undefined);
+    } finally {
+      if (tmp === undefined) delete process.env['TMPDIR'];
+      else process.env['TMPDIR'] = tmp;
+    }
+    assert.match(more.join('\n'), /reading the image through qemu-nbd: no FIFO for zstd's output \(.*ENOENT/);
   } finally {
     process.env['PATH'] = path;
     rmSync(dir, { recursive: true, force: true });
