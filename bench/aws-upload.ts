@@ -59,8 +59,9 @@ function readerProcess(): { pid: number; name: string } | undefined {
   return undefined;
 }
 
+const keepBlocks = process.env['PIM_BENCH_KEEP_BLOCKS'] === '1';
+
 async function oneRun(): Promise<void> {
-  const keepBlocks = process.env['PIM_BENCH_KEEP_BLOCKS'] === '1';
   const server = spawn(process.execPath, [join(import.meta.dirname, '../test/fixtures/aws/serve-fake-aws.js'), ...(keepBlocks ? [] : ['--digests-only'])], { stdio: ['ignore', 'pipe', 'inherit'] });
   const url = await new Promise<string>((resolve) => server.stdout.once('data', (c: Buffer) => resolve(c.toString().trim())));
   try {
@@ -106,7 +107,6 @@ async function oneRun(): Promise<void> {
 if (process.env['PIM_BENCH_ONE_RUN'] === '1') {
   await oneRun();
 } else {
-  const keepBlocks = process.env['PIM_BENCH_KEEP_BLOCKS'] === '1';
   // The image read once first, as the sha256sum passes read their file from the page cache:
   // the first run after a test suite here took 7.4 s instead of 3.6 s, reading from the disk.
   execFileSync('cat', [image], { stdio: ['ignore', 'ignore', 'inherit'] });

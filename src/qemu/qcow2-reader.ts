@@ -499,9 +499,8 @@ export class Qcow2Reader implements DiskReader {
     if (this.zstd && this.zstd.exitCode === null && this.zstd.signalCode === null) {
       this.zstd.kill('SIGTERM');
     }
-    // The socket owns the FIFO's read end once it exists; before that (start() failed), nobody does.
-    if (this.output) this.output.destroy();
-    else if (this.outputFd !== undefined) closeSync(this.outputFd);
+    // fail() destroyed the socket, which owns the FIFO's read end; without one (start() failed), nobody does.
+    if (!this.output && this.outputFd !== undefined) closeSync(this.outputFd);
     await this.exited;
     await this.file.close();
   }
