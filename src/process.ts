@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { shellJoin } from './shell.js';
 import { WorkError, errorMessage } from './errors.js';
 
@@ -130,4 +130,28 @@ export function which(name: string, env: NodeJS.ProcessEnv = process.env): strin
     if (existsSync(candidate)) return candidate;
   }
   return undefined;
+}
+
+/** fcntl's F_SETPIPE_SZ on Linux (F_LINUX_SPECIFIC_BASE + 7). */
+const F_SETPIPE_SZ = 1031;
+
+/**
+ * `command` and `args`, to be spawned with its stdin and stdout pipes (or FIFOs) enlarged to
+ * `bytes`, capped at what the system lets anyone ask (/proc/sys/fs/pipe-max-size, 1 MiB by
+ * default): Node has no fcntl, so perl (part of every Debian system) sets F_SETPIPE_SZ and then
+ * execs the command. A pipe of 64 KiB, Linux's default, stalls a fast child whenever its reader
+ * or writer is busy for a moment. Not on Linux, or without perl, the command as it is; a refused
+ * fcntl leaves the pipe as it was.
+ */
+export function withPipeSize(bytes: number, command: string, args: readonly string[]): [string, string[]] {
+  if (process.platform !== 'linux' || !which('perl')) return [command, [...args]];
+  let max = bytes;
+  try {
+    max = Number(readFileSync('/proc/sys/fs/pipe-max-size', 'utf8').trim()) || bytes;
+  } catch {
+    /* no /proc: ask for what was asked */
+  }
+  const size = Math.min(bytes, max);
+  const script = `my $n = 0 + shift; fcntl(STDIN, ${F_SETPIPE_SZ}, $n); fcntl(STDOUT, ${F_SETPIPE_SZ}, $n); exec { $ARGV[0] } @ARGV or die "$ARGV[0]: $!\\n"`;
+  return ['perl', ['-e', script, String(size), command, ...args]];
 }

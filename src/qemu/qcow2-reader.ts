@@ -5,7 +5,7 @@ import { Socket, type OnReadOpts, type SocketConstructorOpts } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WorkError, errorMessage } from '../errors.js';
-import { runChecked, spawnManaged, which, type LogFn } from '../process.js';
+import { runChecked, spawnManaged, which, withPipeSize, type LogFn } from '../process.js';
 import type { DataExtent } from './image-reader.js';
 
 /** A read waiting for a compressed cluster; `target`: where the whole cluster goes, if it wants all of it. */
@@ -160,6 +160,8 @@ export function zstdContentSize(data: Buffer): number | undefined {
 /** How many decompressed clusters may wait for their reader before zstd's output is paused. */
 const READY_LIMIT = 128;
 const WINDOW = 4 * 1024 * 1024;
+/** zstd's output FIFO is enlarged to this (bench/README.md has the figures). */
+const ZSTD_PIPE_BYTES = 1024 * 1024;
 /** zstd's output is read into this one buffer, again and again. */
 const OUTPUT_BUFFER = 256 * 1024;
 
@@ -238,7 +240,11 @@ export class Qcow2Reader implements DiskReader {
     try {
       if (fifo) {
         try {
-          zstd = spawnManaged('zstd', ['-d', '-c', '-q', '--no-asyncio'], { stdio: ['pipe', fifo.write, 'pipe'], log });
+          // zstd stalls on a 64 KiB FIFO whenever PIM's thread is busy for a moment (hashing, a
+          // request). A 1 MiB one took the demo image's upload from a median of 3.52-3.75 s to
+          // 3.28-3.48 s. (Its stdin is a socket pair, which F_SETPIPE_SZ does not apply to.)
+          const [command, args] = withPipeSize(ZSTD_PIPE_BYTES, 'zstd', ['-d', '-c', '-q', '--no-asyncio']);
+          zstd = spawnManaged(command, args, { stdio: ['pipe', fifo.write, 'pipe'], log });
         } finally {
           // zstd has its own copy: the output ends when zstd's ends.
           closeSync(fifo.write);
