@@ -15,6 +15,20 @@ export const ROOT_INIT = /systemd\[1\]: |Welcome to |Run \/sbin\/init as init pr
 const INITRAMFS_INIT = /Run \/init as init process/;
 /** What a kernel prints when one of its CPUs or tasks is stuck: named in the message. */
 export const STALL_REPORT = /soft lockup - CPU#\d+ stuck for \d+s|rcu: INFO: \S+ (?:self-)?detected stalls? on CPUs?|task \S+ blocked for more than \d+ seconds|Kernel panic - not syncing: .*/;
+/**
+ * What a kernel prints when something in it went wrong: a stall report, a warning or an oops (their
+ * call trace), a network device whose transmit queue stopped. Under TCG on a loaded host these
+ * come from the emulation, not from what the guest was asked to do.
+ */
+export const KERNEL_TROUBLE = new RegExp(`${STALL_REPORT.source}|Call Trace:|WARNING: CPU: \\d+ PID: \\d+ at \\S+|NETDEV WATCHDOG: .*timed out`);
+
+/** The first console line in `text` where the kernel reported trouble (KERNEL_TROUBLE), trimmed; or undefined. */
+export function kernelTrouble(text: string): string | undefined {
+  for (const line of text.split('\n')) {
+    if (KERNEL_TROUBLE.test(line)) return line.replace(/\r$/, '').trim();
+  }
+  return undefined;
+}
 
 export interface BootWatchOptions {
   /** Seconds a started kernel has to reach the root file system's init; 0 turns the watch off. */

@@ -1,4 +1,4 @@
-import { mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Project } from '../config/project.js';
 import { WorkError, errorMessage } from '../errors.js';
@@ -20,7 +20,7 @@ import type { Layer, LayerCache } from './layers.js';
 import { shq } from '../shell.js';
 import { runChecked } from '../process.js';
 import { followFile } from './build-log.js';
-import { waitForSshWatchingBoot, watchBoot } from './boot-watch.js';
+import { kernelTrouble, waitForSshWatchingBoot, watchBoot } from './boot-watch.js';
 import type { BuildJob } from './builder.js';
 import type { BuildPlan, TemplateSource } from './plan.js';
 import type { Step, StepContext } from './steps.js';
@@ -234,7 +234,38 @@ export const installStep: Step<LocalBuildState> = {
   },
 };
 
+/** The installer ran to its end without reporting success (its late_command did not finish). */
+class InstallNotReported extends WorkError {}
+
+/**
+ * Runs the installer; once more, on a new disk, when it failed after its kernel reported trouble
+ * (a stall, a warning's call trace: under TCG on a loaded host, the emulation's doing, not the
+ * preseed's). A failure without such a report is the preseed's or the mirror's, and stands.
+ */
 async function install(state: LocalBuildState, ctx: StepContext): Promise<void> {
+  try {
+    await installOnce(state, ctx, 'install');
+  } catch (err) {
+    const trouble = err instanceof InstallNotReported ? kernelTrouble(readText(join(state.job.workDir, 'install-console.log'))) : undefined;
+    if (!trouble) throw err;
+    ctx.say(`the installer failed after its kernel reported trouble ("${trouble}"): installing again on a new disk, once`);
+    ctx.log.line(`first install: ${errorMessage(err).split('\n')[0]}`);
+    rmSync(state.diskPath, { force: true });
+    await disks(ctx).create(state.diskPath, state.plan.settings.diskSize);
+    state.server!.newInstall();
+    await installOnce(state, ctx, 'install-again');
+  }
+}
+
+function readText(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+async function installOnce(state: LocalBuildState, ctx: StepContext, name: string): Promise<void> {
   {
     const { plan, job } = state;
     const { settings } = plan;
@@ -243,7 +274,7 @@ async function install(state: LocalBuildState, ctx: StepContext): Promise<void> 
     ctx.log.line(`installer kernel ${boot.source.kernel}, initrd ${boot.source.initrd}`);
     const console = plan.arch === 'arm64' ? 'ttyAMA0' : 'ttyS0';
     const append = `auto=true priority=critical preseed/url=${server.preseedUrl} DEBIAN_FRONTEND=text console=${console},115200n8`;
-    const spec = { ...baseSpec(state, 'install'), cdrom: plan.isoPath, kernel: { path: boot.kernel, initrd: boot.initrd, append }, noReboot: true };
+    const spec = { ...baseSpec(state, name), cdrom: plan.isoPath, kernel: { path: boot.kernel, initrd: boot.initrd, append }, noReboot: true };
     const stopFollowing = followConsole(spec.serialLog, ctx);
     try {
       const vm = await Vm.start({ spec, log: (l) => ctx.log.line(l), onStderr: (l) => ctx.log.line(`qemu| ${l}`) });
@@ -302,7 +333,7 @@ async function install(state: LocalBuildState, ctx: StepContext): Promise<void> 
       await stopVm(state);
     }
     if (server.expectsInstallReport() && !server.installReported) {
-      throw new WorkError(`the installer stopped without reporting success (preseed/late_command did not finish); last console lines:\n${Vm.tail(spec.serialLog, 15)}`);
+      throw new InstallNotReported(`the installer stopped without reporting success (preseed/late_command did not finish); last console lines:\n${Vm.tail(spec.serialLog, 15)}`);
     }
   }
 }

@@ -81,6 +81,12 @@ export class PreseedServer {
     return `${this.baseUrl}/`;
   }
 
+  /** Another install begins (the first failed): nothing fetched or reported yet. */
+  newInstall(): void {
+    this.preseedFetched = false;
+    this.installReported = false;
+  }
+
   /** Whether the rendered preseed calls back /installed, so that a build can require it. */
   expectsInstallReport(): boolean {
     return this.renderPreseed().includes(this.installedUrl);

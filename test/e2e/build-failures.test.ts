@@ -4,12 +4,14 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { chmodSync, existsSync, readdirSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Project } from '../../src/config/project.js';
 import { resolvePlan } from '../../src/builder/plan.js';
 import { Registry } from '../../src/registry/registry.js';
-import { pim, pimAsync, sandbox } from '../helpers/env.js';
+import { pim, pimAsync, repoRoot, sandbox } from '../helpers/env.js';
 import { until } from '../helpers/fixtures.js';
 import { rootSkip, testInstallerIso } from '../helpers/installer.js';
 import { useTestInstaller } from '../helpers/build-project.js';
@@ -18,8 +20,23 @@ import { startAuthProxy, type AuthProxy } from '../helpers/auth-proxy.js';
 const box = sandbox('pim-fail-');
 const PROXY_SECRET = 's3cret-proxy-pw';
 let proxy: AuthProxy;
+/** Tells the test installer (pim-test/kernel-trouble-once) when to fail after kernel trouble. */
+let troubleServer: Server;
+const troubleAsks = { once: 0, always: 0 };
 before(async () => {
   if (rootSkip) return;
+  troubleServer = createServer((req, res) => {
+    const which = req.url === '/once' ? 'once' : 'always';
+    troubleAsks[which]++;
+    res.end(which === 'always' || troubleAsks.once === 1 ? 'trouble' : 'fine');
+  });
+  troubleServer.listen(0, '127.0.0.1');
+  await once(troubleServer, 'listening');
+  const troublePort = (troubleServer.address() as AddressInfo).port;
+  const preseed = readFileSync(join(repoRoot, 'assets/preseeds.d/default.cfg.ejs'), 'utf8');
+  for (const which of ['once', 'always']) {
+    box.write(`preseeds.d/trouble-${which}.cfg.ejs`, `${preseed}\nd-i pim-test/kernel-trouble-once string http://10.0.2.2:${troublePort}/${which}\n`);
+  }
   const isoName = useTestInstaller(box, testInstallerIso());
   // No extra packages, no upgrade and a trivial base: these builds are about failing, not about
   // cloud-init. The mirror is reached through a proxy that wants a user and a password (PIM's
@@ -33,7 +50,9 @@ before(async () => {
       'timeout:\n  scripts: [base, sleeper, finalize]\n  build: { script_timeout: 5 }\n' +
       'nofetch:\n  build: { preseed_fetch_timeout: 2 }\n' +
       'bootkill: {}\n' +
-      'compactfail: {}\n',
+      'compactfail: {}\n' +
+      'trouble-once: {}\n' +
+      'trouble-always: {}\n',
   );
   box.write('scripts.d/base.sh', '#!/bin/bash\necho "trivial base for failure tests"\n');
   box.write('scripts.d/sleeper.sh', '#!/bin/bash\necho "sleeping"\nsleep 600\n');
@@ -41,6 +60,7 @@ before(async () => {
 });
 after(async () => {
   await proxy?.close();
+  troubleServer?.close();
   box.cleanup();
 });
 
@@ -93,7 +113,7 @@ async function interruptAt(profile: string, marker: RegExp, delayMs: number): Pr
 
 function assertNothingLeft(stderr: string) {
   assert.deepEqual(qemuOfThisSandbox(), [], 'no qemu-system process left');
-  assert.ok(!existsSync(registry()) || !/slow|three|timeout|bootkill/.test(readFileSync(registry(), 'utf8')), 'nothing registered');
+  assert.ok(!existsSync(registry()) || !/slow|three|timeout|bootkill|trouble/.test(readFileSync(registry(), 'utf8')), 'nothing registered');
   assert.deepEqual(existsSync(workDir()) ? readdirSync(workDir()) : [], [], 'no work dir left');
   assert.doesNotMatch(stderr, new RegExp(PROXY_SECRET));
 }
@@ -127,6 +147,24 @@ test('a VM killed during the boot step fails the build within 10 s, with its con
   assert.equal(code, 1, build.out.stderr);
   assert.match(build.out.stderr, /the VM exited \(killed by SIGKILL\) during the boot step \(waiting for SSH\); last console lines/);
   assertNothingLeft(build.out.stderr);
+});
+
+test('an installer that fails after its kernel reported trouble is run again, once, on a new disk; the build goes on', { skip: rootSkip, timeout: 30 * 60_000 }, async () => {
+  const r = await interruptAt('trouble-once', /waiting for SSH on 127\.0\.0\.1/, 0);
+  assert.equal(r.code, 130, r.stderr);
+  assert.equal(troubleAsks.once, 2, 'the installer ran twice');
+  assert.match(r.stderr, /the installer failed after its kernel reported trouble \("\[ {2}197\.085505\] WARNING: CPU: 1 PID: 1 at kernel\/pim-test\.c:1 pim_test\+0x0\/0x10"\): installing again on a new disk, once/);
+  assert.match(r.stderr, /<== install done in/);
+  assertNothingLeft(r.stderr);
+});
+
+test('an installer that fails again after kernel trouble fails the build: one more install, not two', { skip: rootSkip, timeout: 10 * 60_000 }, async () => {
+  const r = await pim(box, ['build', 'run', 'trouble-always', '--arch', 'x86_64']);
+  assert.equal(r.status, 1, r.stderr);
+  assert.equal(troubleAsks.always, 2);
+  assert.equal(r.stderr.match(/installing again on a new disk, once/g)?.length, 1);
+  assert.match(r.stderr, /the installer stopped without reporting success \(preseed\/late_command did not finish\); last console lines:\n[^]*FAILED: installing after the kernel's trouble/);
+  assertNothingLeft(r.stderr);
 });
 
 test('Ctrl+C in the provision step: exit 130, no QEMU, no registry entry, no work dir', { skip: rootSkip, timeout: 30 * 60_000 }, async () => {

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Vm, type VmSpecInput } from '../../src/qemu/vm.js';
-import { ROOT_INIT, STALL_REPORT, waitForSshWatchingBoot, watchBoot } from '../../src/builder/boot-watch.js';
+import { ROOT_INIT, STALL_REPORT, kernelTrouble, waitForSshWatchingBoot, watchBoot } from '../../src/builder/boot-watch.js';
 import { WorkError } from '../../src/errors.js';
 import { FileTail } from '../../src/builder/build-log.js';
 import { killVms, tinyVm, tinyVmSpec, until } from '../helpers/fixtures.js';
@@ -159,4 +159,27 @@ test('the root init and stall reports are recognised on real consoles', () => {
   ];
   for (const [line, report] of reports) assert.equal(STALL_REPORT.exec(line)?.[0], report);
   assert.equal(STALL_REPORT.exec('[  868.361183]  cryptomgr_test+0x27/0x50'), null);
+});
+
+test('kernel trouble in an installer\'s console: a stall report, a warning, a call trace, a stopped transmit queue; not a failed download', () => {
+  // The tail of the test installer's console when CI failed on it (stop 19): the report and the
+  // trace's header had scrolled out of the tail, apt's errors had not.
+  const failedDownload = [
+    '[  197.085505]  ret_from_fork+0x22/0x30',
+    '[  197.085505]  </TASK>',
+    'Ign:1 http://deb.debian.org/debian bookworm/main amd64 systemd-timesyncd amd64 252.39-1~deb12u2',
+    'Err:1 http://deb.debian.org/debian bookworm/main amd64 systemd-timesyncd amd64 252.39-1~deb12u2',
+    '  Could not connect to 10.0.2.2:35251 (10.0.2.2), connection timed out',
+    'PIM-TEST-INSTALLER: FAILED: installing  systemd-timesyncd (exit 100)',
+    '[  222.802936] reboot: Power down',
+  ].join('\n');
+  assert.equal(kernelTrouble(failedDownload), undefined);
+  const troubles = [
+    '[  196.901210] INFO: task kworker/u4:2:61 blocked for more than 120 seconds.',
+    '[  196.901210] Call Trace:',
+    '[   31.2] WARNING: CPU: 0 PID: 0 at net/sched/sch_generic.c:525 dev_watchdog+0x207/0x210',
+    '[   31.2] NETDEV WATCHDOG: eth0 (virtio_net): transmit queue 0 timed out',
+    'Reading package lists...[  216.326539] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [apt-get:287]\r',
+  ];
+  for (const line of troubles) assert.equal(kernelTrouble(`PIM-TEST-INSTALLER: installing the base system\n${line}\n${failedDownload}`), line.replace(/\r$/, ''), line);
 });
