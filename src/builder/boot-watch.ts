@@ -20,7 +20,7 @@ export const STALL_REPORT = /soft lockup - CPU#\d+ stuck for \d+s|rcu: INFO: \S+
  * call trace), a network device whose transmit queue stopped. Under TCG on a loaded host these
  * come from the emulation, not from what the guest was asked to do.
  */
-export const KERNEL_TROUBLE = new RegExp(`${STALL_REPORT.source}|Call Trace:|WARNING: CPU: \\d+ PID: \\d+ at \\S+|NETDEV WATCHDOG: .*timed out`);
+export const KERNEL_TROUBLE = new RegExp(`${STALL_REPORT.source}|Call [Tt]race:|Internal error: Oops|WARNING: CPU: \\d+ PID: \\d+ at \\S+|NETDEV WATCHDOG: .*timed out`);
 
 /** The first console line in `text` where the kernel reported trouble (KERNEL_TROUBLE), trimmed; or undefined. */
 export function kernelTrouble(text: string): string | undefined {

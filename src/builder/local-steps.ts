@@ -246,14 +246,25 @@ async function install(state: LocalBuildState, ctx: StepContext): Promise<void> 
   try {
     await installOnce(state, ctx, 'install');
   } catch (err) {
-    const trouble = err instanceof InstallNotReported ? kernelTrouble(readText(join(state.job.workDir, 'install-console.log'))) : undefined;
+    // (Interrupted: the step's cleanup has stopped the VM, which is why it "failed".)
+    const trouble = err instanceof InstallNotReported && !ctx.signal.aborted ? kernelTrouble(readText(join(state.job.workDir, 'install-console.log'))) : undefined;
     if (!trouble) throw err;
     ctx.say(`the installer failed after its kernel reported trouble ("${trouble}"): installing again on a new disk, once`);
     ctx.log.line(`first install: ${errorMessage(err).split('\n')[0]}`);
     rmSync(state.diskPath, { force: true });
+    // (arm64: the first installer's UEFI variables go too.)
+    rmSync(join(state.job.workDir, 'efivars.fd'), { force: true });
     await disks(ctx).create(state.diskPath, state.plan.settings.diskSize);
+    if (ctx.signal.aborted) throw err;
     state.server!.newInstall();
-    await installOnce(state, ctx, 'install-again');
+    try {
+      await installOnce(state, ctx, 'install-again');
+    } catch (again) {
+      if (again instanceof WorkError && !ctx.signal.aborted) {
+        throw new WorkError(`second install (the first failed after its kernel reported trouble): ${again.message}`);
+      }
+      throw again;
+    }
   }
 }
 

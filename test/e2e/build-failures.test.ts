@@ -26,6 +26,7 @@ const troubleAsks = { once: 0, always: 0 };
 before(async () => {
   if (rootSkip) return;
   troubleServer = createServer((req, res) => {
+    if (req.url === '/wait') return void res.end('trouble-wait');
     const which = req.url === '/once' ? 'once' : 'always';
     troubleAsks[which]++;
     res.end(which === 'always' || troubleAsks.once === 1 ? 'trouble' : 'fine');
@@ -34,7 +35,7 @@ before(async () => {
   await once(troubleServer, 'listening');
   const troublePort = (troubleServer.address() as AddressInfo).port;
   const preseed = readFileSync(join(repoRoot, 'assets/preseeds.d/default.cfg.ejs'), 'utf8');
-  for (const which of ['once', 'always']) {
+  for (const which of ['once', 'always', 'wait']) {
     box.write(`preseeds.d/trouble-${which}.cfg.ejs`, `${preseed}\nd-i pim-test/kernel-trouble-once string http://10.0.2.2:${troublePort}/${which}\n`);
   }
   const isoName = useTestInstaller(box, testInstallerIso());
@@ -52,7 +53,8 @@ before(async () => {
       'bootkill: {}\n' +
       'compactfail: {}\n' +
       'trouble-once: {}\n' +
-      'trouble-always: {}\n',
+      'trouble-always: {}\n' +
+      'trouble-wait: {}\n',
   );
   box.write('scripts.d/base.sh', '#!/bin/bash\necho "trivial base for failure tests"\n');
   box.write('scripts.d/sleeper.sh', '#!/bin/bash\necho "sleeping"\nsleep 600\n');
@@ -96,8 +98,8 @@ async function abandon(build: ReturnType<typeof startBuild>): Promise<void> {
   for (const pid of qemuOfThisSandbox()) process.kill(Number(pid), 'SIGKILL');
 }
 
-async function interruptAt(profile: string, marker: RegExp, delayMs: number): Promise<{ code: number | null; stderr: string }> {
-  const build = startBuild(profile);
+async function interruptAt(profile: string, marker: RegExp, delayMs: number, extra: string[] = []): Promise<{ code: number | null; stderr: string }> {
+  const build = startBuild(profile, extra);
   try {
     await until(() => marker.test(build.out.stderr) || build.child.exitCode !== null, 20 * 60_000, `${marker} in the build output`);
   } catch (err) {
@@ -163,7 +165,15 @@ test('an installer that fails again after kernel trouble fails the build: one mo
   assert.equal(r.status, 1, r.stderr);
   assert.equal(troubleAsks.always, 2);
   assert.equal(r.stderr.match(/installing again on a new disk, once/g)?.length, 1);
-  assert.match(r.stderr, /the installer stopped without reporting success \(preseed\/late_command did not finish\); last console lines:\n[^]*FAILED: installing after the kernel's trouble/);
+  assert.match(r.stderr, /second install \(the first failed after its kernel reported trouble\): the installer stopped without reporting success \(preseed\/late_command did not finish\); last console lines:\n[^]*FAILED: installing after the kernel's trouble/);
+  assertNothingLeft(r.stderr);
+});
+
+test('Ctrl+C in an install whose kernel reported trouble: exit 130, and no second install', { skip: rootSkip, timeout: 10 * 60_000 }, async () => {
+  // --verbose: the console reaches the terminal, so the test sees the trouble before its Ctrl+C.
+  const r = await interruptAt('trouble-wait', /waiting after the kernel's trouble/, 0, ['--verbose']);
+  assert.equal(r.code, 130, r.stderr);
+  assert.doesNotMatch(r.stderr, /installing again/);
   assertNothingLeft(r.stderr);
 });
 

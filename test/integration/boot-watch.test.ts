@@ -177,6 +177,8 @@ test('kernel trouble in an installer\'s console: a stall report, a warning, a ca
   const troubles = [
     '[  196.901210] INFO: task kworker/u4:2:61 blocked for more than 120 seconds.',
     '[  196.901210] Call Trace:',
+    '[   88.3] Call trace:',
+    '[   88.3] Internal error: Oops: 0000000096000004 [#1] SMP',
     '[   31.2] WARNING: CPU: 0 PID: 0 at net/sched/sch_generic.c:525 dev_watchdog+0x207/0x210',
     '[   31.2] NETDEV WATCHDOG: eth0 (virtio_net): transmit queue 0 timed out',
     'Reading package lists...[  216.326539] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [apt-get:287]\r',

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, openSync, closeSync, readFileSync, rmSync, symlinkSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, openSync, closeSync, readFileSync, rmSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { withPipeSize } from '../../src/process.js';
@@ -57,7 +57,6 @@ test('without perl the command is left as it is', () => {
   try {
     const bin = join(dir, 'bin');
     mkdirSync(bin);
-    symlinkSync(execFileSync('sh', ['-c', 'command -v zstd'], { encoding: 'utf8' }).trim(), join(bin, 'zstd'));
     process.env['PATH'] = bin;
     assert.deepEqual(withPipeSize(1024 * 1024, 'zstd', ['-d', '-c']), ['zstd', ['-d', '-c']]);
   } finally {
