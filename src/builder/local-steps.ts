@@ -235,7 +235,15 @@ export const installStep: Step<LocalBuildState> = {
 };
 
 /** The installer ran to its end without reporting success (its late_command did not finish). */
-class InstallNotReported extends WorkError {}
+class InstallNotReported extends WorkError {
+  constructor(
+    message: string,
+    /** That installer's serial console. */
+    readonly consoleLog: string,
+  ) {
+    super(message);
+  }
+}
 
 /**
  * Runs the installer; once more, on a new disk, when it failed after its kernel reported trouble
@@ -247,7 +255,7 @@ async function install(state: LocalBuildState, ctx: StepContext): Promise<void> 
     await installOnce(state, ctx, 'install');
   } catch (err) {
     // (Interrupted: the step's cleanup has stopped the VM, which is why it "failed".)
-    const trouble = err instanceof InstallNotReported && !ctx.signal.aborted ? kernelTrouble(readText(join(state.job.workDir, 'install-console.log'))) : undefined;
+    const trouble = err instanceof InstallNotReported && !ctx.signal.aborted ? kernelTrouble(readText(err.consoleLog)) : undefined;
     if (!trouble) throw err;
     ctx.say(`the installer failed after its kernel reported trouble ("${trouble}"): installing again on a new disk, once`);
     ctx.log.line(`first install: ${errorMessage(err).split('\n')[0]}`);
@@ -344,7 +352,7 @@ async function installOnce(state: LocalBuildState, ctx: StepContext, name: strin
       await stopVm(state);
     }
     if (server.expectsInstallReport() && !server.installReported) {
-      throw new InstallNotReported(`the installer stopped without reporting success (preseed/late_command did not finish); last console lines:\n${Vm.tail(spec.serialLog, 15)}`);
+      throw new InstallNotReported(`the installer stopped without reporting success (preseed/late_command did not finish); last console lines:\n${Vm.tail(spec.serialLog, 15)}`, spec.serialLog);
     }
   }
 }
