@@ -13,6 +13,77 @@ echo force-unsafe-io > /etc/dpkg/dpkg.cfg.d/pim-build-unsafe-io
 # (man-db's trigger runs only while /var/lib/man-db/auto-update exists; pim-seal puts it back.)
 if [ -e /var/lib/man-db/auto-update ]; then rm -f /var/lib/man-db/auto-update && touch /var/lib/man-db/.pim-auto-update-off; fi
 
+# Python byte-code is compiled in the background while dpkg goes on (pim-seal undoes this too).
+# Each Python package's postinst runs py3compile, serially, on one vCPU: under TCG that is about a
+# third of installing cloud-init. For the build, py3compile queues its work (one job at a time, on
+# the vCPU dpkg leaves idle) and returns; py3clean, which runs before a package's files go, waits
+# for the queue first, so a package is never compiled after its files are gone. PIM waits for the
+# queue after every script and fails the script if a queued compile failed (wait-python-compile
+# --report), so a layer never holds half of it. The commands are dpkg diversions, so a package
+# upgraded meanwhile puts its new py3compile under the diverted name.
+mkdir -p /usr/lib/pim-build
+cat > /usr/lib/pim-build/py3compile <<'SH'
+#!/bin/bash
+# PIM build: Debian's py3compile, queued to run in the background (see pim-prepare).
+real=/usr/bin/py3compile.pim-real
+queue=/run/pim-python-compile
+# No real py3compile (python3-minimal not installed): as if there were none.
+[ -x "$real" ] || exit 0
+mkdir -p "$queue" && job=$(mktemp "$queue/job.XXXXXX") || exec "$real" "$@"
+printf 'py3compile %s\n' "$*" > "$job"
+(
+  # None of the postinst's open files: debconf and dpkg wait until every copy of their pipes
+  # is closed, so a job holding one would make the postinst wait for the whole queue.
+  for fd in $(ls /proc/$BASHPID/fd); do if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi; done 2> /dev/null
+  exec < /dev/null > /dev/null 2>&1 9> "$queue/lock"
+  flock 9
+  "$real" "$@" > "$job.log" 2>&1
+  echo $? > "$job.rc.new" && mv "$job.rc.new" "$job.rc"
+) &
+exit 0
+SH
+cat > /usr/lib/pim-build/py3clean <<'SH'
+#!/bin/sh
+# PIM build: Debian's py3clean, after the queued compiles (see pim-prepare).
+/usr/lib/pim-build/wait-python-compile
+exec /usr/bin/py3clean.pim-real "$@"
+SH
+cat > /usr/lib/pim-build/wait-python-compile <<'SH'
+#!/bin/sh
+# PIM build: waits until no queued py3compile is left. With --report: prints each one that
+# failed, forgets the finished ones, and exits 1 if one failed.
+queue=/run/pim-python-compile
+[ -d "$queue" ] || exit 0
+while :; do
+  pending=""
+  for job in "$queue"/job.??????; do
+    if [ -e "$job" ] && [ ! -e "$job.rc" ]; then pending=1; fi
+  done
+  [ -z "$pending" ] && break
+  sleep 0.2
+done
+[ "$1" = --report ] || exit 0
+status=0
+for job in "$queue"/job.??????; do
+  [ -e "$job" ] || continue
+  rc=$(cat "$job.rc")
+  if [ "$rc" != 0 ]; then
+    echo "pim: $(cat "$job"), run in the background, failed (exit $rc); its last lines:"
+    tail -n 20 "$job.log"
+    status=1
+  fi
+  rm -f "$job" "$job.rc" "$job.log"
+done
+exit $status
+SH
+chmod 755 /usr/lib/pim-build/py3compile /usr/lib/pim-build/py3clean /usr/lib/pim-build/wait-python-compile
+for cmd in py3compile py3clean; do
+  if ! dpkg-divert --list "/usr/bin/$cmd" | grep -q "/usr/bin/$cmd.pim-real"; then
+    dpkg-divert --local --rename --divert "/usr/bin/$cmd.pim-real" --add "/usr/bin/$cmd" > /dev/null
+  fi
+  ln -sfn "/usr/lib/pim-build/$cmd" "/usr/bin/$cmd"
+done
+
 if [ "${PIM_UPGRADE:-1}" != 1 ]; then
   echo "build.upgrade is false: packages left as the installer put them"
   exit 0

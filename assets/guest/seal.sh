@@ -88,6 +88,18 @@ if [ -e /var/lib/man-db/.pim-auto-update-off ]; then
   rm -f /var/lib/man-db/.pim-auto-update-off
   touch /var/lib/man-db/auto-update
 fi
+# Debian's py3compile and py3clean are back in place (PIM waited for the queued compiles after
+# finalize; waiting again costs nothing).
+if [ -d /usr/lib/pim-build ]; then
+  /usr/lib/pim-build/wait-python-compile
+  for cmd in py3compile py3clean; do
+    if [ -L "/usr/bin/$cmd" ] && [ "$(readlink "/usr/bin/$cmd")" = "/usr/lib/pim-build/$cmd" ]; then rm -f "/usr/bin/$cmd"; fi
+    if dpkg-divert --list "/usr/bin/$cmd" | grep -q "/usr/bin/$cmd.pim-real"; then
+      dpkg-divert --local --rename --divert "/usr/bin/$cmd.pim-real" --remove "/usr/bin/$cmd" > /dev/null
+    fi
+  done
+  rm -rf /usr/lib/pim-build /run/pim-python-compile
+fi
 
 # --- No proxy setting from the build (the installer's mirror/http/proxy, PIM's package cache).
 rm -f /etc/apt/apt.conf.d/01proxy /etc/apt/apt.conf.d/01pim-build-proxy

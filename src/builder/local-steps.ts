@@ -398,6 +398,15 @@ export const bootStep: Step<LocalBuildState> = {
   },
 };
 
+/** pim-prepare's waiter for the Python byte-compiles it queues in the background (pim-seal removes it). */
+const PYTHON_COMPILE_WAIT = '/usr/lib/pim-build/wait-python-compile';
+
+/** What a line of that waiter's --report says failed ("py3compile ARGS, run in the background, failed (exit N)"), if it is one. */
+export function backgroundCompileFailure(line: string): string | undefined {
+  const m = /^pim: (py3compile .*, run in the background, failed \(exit \d+\)); its last lines:$/.exec(line);
+  return m?.[1];
+}
+
 /** Runs one guest script as root over SSH, bounded by the script timeout and the VM's life. */
 async function runGuestScript(state: LocalBuildState, ctx: StepContext, name: string, source: TemplateSource, env: Record<string, string>, onLine?: (line: string) => void): Promise<void> {
   const ssh = state.ssh!;
@@ -407,8 +416,13 @@ async function runGuestScript(state: LocalBuildState, ctx: StepContext, name: st
   await ssh.uploadContent(source.content, remote, 0o700);
   ctx.say(`script ${name}`);
   const envLine = Object.entries(env).map(([k, v]) => `${k}=${shq(v)}`).join(' ');
-  const running = ssh.execAsRoot(`${envLine} bash ${shq(remote)}; code=$?; rm -f ${shq(remote)}; exit $code`, (line) => {
+  // Then the Python byte-compiles queued in the background while the script ran (pim-prepare):
+  // done before the script counts as done, so that a layer taken next holds all of them.
+  const waitCompiles = `if [ -x ${PYTHON_COMPILE_WAIT} ]; then ${PYTHON_COMPILE_WAIT} --report || { [ "$code" != 0 ] || code=1; }; fi`;
+  let compileFailed: string | undefined;
+  const running = ssh.execAsRoot(`${envLine} bash ${shq(remote)}; code=$?; rm -f ${shq(remote)}; ${waitCompiles}; exit $code`, (line) => {
     ctx.log.line(`[${name}] ${line}`);
+    compileFailed ??= backgroundCompileFailure(line);
     onLine?.(line);
     if (ctx.verbose) process.stderr.write(`  [${name}] ${ctx.log.mask(line)}\n`);
   });
@@ -416,7 +430,8 @@ async function runGuestScript(state: LocalBuildState, ctx: StepContext, name: st
   try {
     const result = await whileVmRuns(vm, `provisioning script '${name}'`, Promise.race([running, limit.promise]));
     if (result.code !== 0) {
-      throw new WorkError(`provisioning script '${name}' (${source.path}) exited ${result.code ?? `on signal ${result.signal}`}`);
+      const exited = `exited ${result.code ?? `on signal ${result.signal}`}`;
+      throw new WorkError(`provisioning script '${name}' (${source.path}) ${exited}${compileFailed ? `: ${ctx.log.mask(compileFailed)}` : ''}`);
     }
   } finally {
     limit.clear();

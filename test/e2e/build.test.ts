@@ -134,6 +134,17 @@ test('booted with a NoCloud seed, the image is a clean cloud-init clone that no 
       // What the build switched off for speed is back: dpkg's fsyncs, man-db's trigger.
       assert.equal((await ssh.capture('ls /etc/dpkg/dpkg.cfg.d/')).includes('pim-build'), false);
       assert.equal((await ssh.capture('test ! -d /var/lib/man-db || test -e /var/lib/man-db/auto-update; echo $?')).trim(), '0');
+      // And Python's byte-compiling, queued in the background during the build: Debian's own
+      // py3compile and py3clean again, no diversion left, and every module of cloud-init compiled.
+      assert.equal((await ssh.capture('dpkg-divert --list | grep -c pim || true')).trim(), '0', 'no diversion left');
+      assert.equal((await ssh.capture('ls -d /usr/lib/pim-build /usr/bin/*.pim-real 2>/dev/null || true')).trim(), '');
+      assert.equal((await ssh.capture('sudo dpkg --verify python3-minimal; echo "exit $?"')).trim(), 'exit 0', "python3-minimal's files are Debian's");
+      const modules = Number((await ssh.capture('find /usr/lib/python3/dist-packages/cloudinit -name "*.py" | wc -l')).trim());
+      const uncompiled = await ssh.capture(
+        'cd /usr/lib/python3/dist-packages/cloudinit && find . -name "*.py" | while read -r f; do d=$(dirname "$f"); b=$(basename "$f" .py); ls "$d/__pycache__/$b".cpython-*.pyc >/dev/null 2>&1 || echo "$f"; done',
+      );
+      assert.ok(modules > 100, `cloud-init has its modules (${modules})`);
+      assert.equal(uncompiled.trim(), '', 'every module of cloud-init has its byte-code');
     } finally {
       ssh.end();
     }
