@@ -4,6 +4,11 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 demo=${PIM_DEMO_PROJECT:-$repo/.demo}
 arch=$(node -e 'console.log(process.arch === "arm64" ? "arm64" : "x86_64")')
 [ -d "$demo" ] || { echo "bench: no demo project at $demo; run 'npm run demo' first" >&2; exit 2; }
+# The demo's media entry names a file under the test installer's cache, which a new version of
+# the test installer replaces: say so, rather than fail later reading a file that is gone.
+for url in $(sed -n 's|^ *url: file://||p' "$demo"/isos.d/*.yml 2>/dev/null); do
+  [ -f "$url" ] || { echo "bench: the demo's installer media $url is gone (a newer test installer?); run 'npm run demo' again" >&2; exit 2; }
+done
 
 # bench_project DIR: a fresh project in DIR with the demo's media and XDG dirs under DIR.
 bench_project() {
