@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { backgroundCompileFailure } from '../../src/builder/local-steps.js';
@@ -24,7 +24,7 @@ interface Box {
 function box(realCompile: string | undefined): Box {
   const dir = mkdtempSync(join(tmpdir(), 'pim-pycompile-'));
   const lib = join(dir, 'lib');
-  spawnSync('mkdir', ['-p', lib]);
+  mkdirSync(lib);
   for (const name of ['py3compile', 'py3clean', 'wait-python-compile']) {
     const m = new RegExp(`cat > /usr/lib/pim-build/${name} <<'SH'\\n([\\s\\S]*?)\\nSH\\n`).exec(PREPARE);
     assert.ok(m, `prepare.sh writes /usr/lib/pim-build/${name}`);
@@ -34,17 +34,14 @@ function box(realCompile: string | undefined): Box {
       .replaceAll('/run/pim-python-compile', join(dir, 'queue'))
       .replaceAll('/usr/lib/pim-build/', `${lib}/`);
     assert.doesNotMatch(body, /\/usr\/|\/run\//, `${name}: every path moved into the test's dir`);
-    writeFileSync(join(lib, name), `${body}\n`);
-    chmodSync(join(lib, name), 0o755);
+    writeFileSync(join(lib, name), `${body}\n`, { mode: 0o755 });
   }
   const events = join(dir, 'events');
   writeFileSync(events, '');
   if (realCompile !== undefined) {
-    writeFileSync(join(dir, 'real-py3compile'), `#!/bin/sh\nEVENTS=${events}\nGO=${join(dir, 'go')}\n${realCompile}\n`);
-    chmodSync(join(dir, 'real-py3compile'), 0o755);
+    writeFileSync(join(dir, 'real-py3compile'), `#!/bin/sh\nEVENTS=${events}\nGO=${join(dir, 'go')}\n${realCompile}\n`, { mode: 0o755 });
   }
-  writeFileSync(join(dir, 'real-py3clean'), `#!/bin/sh\necho "clean $*" >> ${events}\n`);
-  chmodSync(join(dir, 'real-py3clean'), 0o755);
+  writeFileSync(join(dir, 'real-py3clean'), `#!/bin/sh\necho "clean $*" >> ${events}\n`, { mode: 0o755 });
   return {
     dir,
     run: (script, ...args) => {
