@@ -11,7 +11,7 @@ if [ ! -d node_modules ] || [ package.json -nt node_modules/.package-lock.json ]
 fi
 
 debs=(qemu-system-x86 qemu-system-arm qemu-utils qemu-efi-aarch64 xorriso debootstrap openssh-server openssh-client
-      isolinux syslinux-common busybox-static cpio e2fsprogs dosfstools mtools curl debconf zstd)
+      isolinux syslinux-common busybox-static cpio e2fsprogs dosfstools mtools curl debconf zstd gpg gpg-agent)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && command -v dpkg-query >/dev/null; then
   missing=()
   for p in "${debs[@]}"; do

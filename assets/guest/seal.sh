@@ -83,7 +83,7 @@ if [ -f /etc/network/interfaces ]; then
 fi
 
 # --- What pim-prepare switched off for the build's speed comes back.
-rm -f /etc/dpkg/dpkg.cfg.d/pim-build-unsafe-io
+rm -f /etc/dpkg/dpkg.cfg.d/pim-build-unsafe-io /etc/apt/apt.conf.d/99pim-build-apt-key
 if [ -e /var/lib/man-db/.pim-auto-update-off ]; then
   rm -f /var/lib/man-db/.pim-auto-update-off
   touch /var/lib/man-db/auto-update

@@ -133,6 +133,9 @@ test('booted with a NoCloud seed, the image is a clean cloud-init clone that no 
       assert.equal((await ssh.capture('ls -d /var/log/installer 2>/dev/null || true')).trim(), '', 'no installer logs');
       // What the build switched off for speed is back: dpkg's fsyncs, man-db's trigger.
       assert.equal((await ssh.capture('ls /etc/dpkg/dpkg.cfg.d/')).includes('pim-build'), false);
+      // apt's own apt-key again (the build's stands in the removed /usr/lib/pim-build, below).
+      assert.equal((await ssh.capture('ls /etc/apt/apt.conf.d/')).includes('pim-build'), false);
+      assert.equal((await ssh.capture('apt-config dump | grep -i apt-key || true')).trim(), '', "no apt-key setting: Debian's is used");
       assert.equal((await ssh.capture('test ! -d /var/lib/man-db || test -e /var/lib/man-db/auto-update; echo $?')).trim(), '0');
       // And Python's byte-compiling, queued in the background during the build: Debian's own
       // py3compile and py3clean again, no diversion left, and every module of cloud-init compiled.
