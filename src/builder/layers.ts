@@ -145,11 +145,20 @@ export class LayerCache {
 
   /**
    * Puts a finished layer file into the cache (a clone or copy, then a rename), re-pointed at its
-   * parent's cached file. An existing layer of the same key (another build's, committed meanwhile)
+   * parent's cached file. With `move` (the work dir is about to go), the file itself is moved there
+   * instead of copied, when both are on one file system: a copy of the install layer is most of a
+   * gigabyte read and written again at the end of every build that makes it. An existing layer of the same key (another build's, committed meanwhile)
    * is kept: 'kept', and then the layers this build made on its own copy must not be committed on
    * top of that one (same key, same files, but never the same bytes).
    */
-  async commit(key: string, file: string, parentKey: string | undefined, privateKey?: string, releaseFiles?: ReleaseRecord): Promise<'stored' | 'kept'> {
+  async commit(
+    key: string,
+    file: string,
+    parentKey: string | undefined,
+    privateKey?: string,
+    releaseFiles?: ReleaseRecord,
+    options: { move?: boolean } = {},
+  ): Promise<'stored' | 'kept'> {
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     if (privateKey && !existsSync(this.keyPath(key))) {
       const temp = `${this.keyPath(key)}.${process.pid}.tmp`;
@@ -159,7 +168,7 @@ export class LayerCache {
     if (this.has(key)) return 'kept';
     const temp = `${this.path(key)}.${process.pid}.tmp`;
     try {
-      await copyFile(file, temp, constants.COPYFILE_FICLONE);
+      if (!options.move || !moved(file, temp)) await copyFile(file, temp, constants.COPYFILE_FICLONE);
       if (parentKey) await runChecked('qemu-img', ['rebase', '-u', '-f', 'qcow2', '-b', this.path(parentKey), '-F', 'qcow2', temp]);
       writeFileSync(join(this.dir, `${key}.json`), `${JSON.stringify({ created_at: new Date().toISOString(), ...(releaseFiles ? { release_files: releaseFiles } : {}) })}\n`);
       renameSync(temp, this.path(key));
@@ -294,5 +303,16 @@ export class LayerCache {
       bytes += layer.size;
     }
     return { removed, bytes, inUse };
+  }
+}
+
+/** Renames `from` to `to`; false when they are on different file systems (then it must be copied). */
+function moved(from: string, to: string): boolean {
+  try {
+    renameSync(from, to);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EXDEV') return false;
+    throw err;
   }
 }

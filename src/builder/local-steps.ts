@@ -143,10 +143,12 @@ export const diskStep: Step<LocalBuildState> = {
     // Layers the build finished are good whatever happened after them (the VM is stopped by
     // now): into the cache they go, so that the next build starts from the last one.
     const { layers } = state;
+    // The layer files themselves go into the cache, unless the work dir is kept for debugging.
+    const move = outcome === 'success' || !state.job.keepFailed;
     for (const { index, file } of layers.done) {
       const layer = layers.chain[index]!;
       try {
-        const how = await layers.cache.commit(layer.key, file, index > 0 ? layers.chain[index - 1]!.key : undefined, index === 0 ? state.keys?.privateKeyPath : undefined, index === 1 ? layers.releaseFiles : undefined);
+        const how = await layers.cache.commit(layer.key, file, index > 0 ? layers.chain[index - 1]!.key : undefined, index === 0 ? state.keys?.privateKeyPath : undefined, index === 1 ? layers.releaseFiles : undefined, { move });
         if (how === 'kept') {
           ctx.log.line(`layer ${layer.name} was cached meanwhile by another build: kept, and none of this build's later layers cached on it`);
           break;

@@ -50,6 +50,28 @@ test('layers are committed with a copy and a rename, re-pointed at their cached 
   assert.equal(cache.cachedPrefix(chain), 0);
 });
 
+test('with move, the layer files themselves go into the cache (the work dir is about to go): nothing left behind, the chain reads back as written', async () => {
+  const work = join(box.root, 'moved');
+  mkdirSync(work, { recursive: true });
+  const base = join(work, 'layer-0.qcow2');
+  const top = join(work, 'layer-1.qcow2');
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', base, '64M']);
+  execFileSync('qemu-io', ['-c', 'write -P 0x41 0 4M', base]);
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top]);
+  execFileSync('qemu-io', ['-c', 'write -P 0x42 8M 4M', top]);
+  const inode = (path: string) => Number(execFileSync('stat', ['-c', '%i', path], { encoding: 'utf8' }));
+  const inodes = [inode(base), inode(top)];
+  const cache = new LayerCache(join(box.root, 'moved-layers'), 1 << 30);
+  assert.equal(await cache.commit(key('a'), base, undefined, undefined, undefined, { move: true }), 'stored');
+  assert.equal(await cache.commit(key('b'), top, key('a'), undefined, undefined, { move: true }), 'stored');
+  assert.equal(existsSync(base) || existsSync(top), false, 'moved, not copied');
+  assert.deepEqual([inode(cache.path(key('a'))), inode(cache.path(key('b')))], inodes, 'the same files');
+  const info = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', cache.path(key('b'))], { encoding: 'utf8' }));
+  assert.equal(info['backing-filename'], cache.path(key('a')));
+  const read = execFileSync('qemu-io', ['-r', '-c', 'read -P 0x41 0 4M', '-c', 'read -P 0x42 8M 4M', cache.path(key('b'))], { encoding: 'utf8' });
+  assert.doesNotMatch(read, /Pattern verification failed/);
+});
+
 test('a layer made again goes with every layer made on it, except one a running build uses and what it stands on; its siblings stay', async () => {
   const work = join(box.root, 'tree');
   mkdirSync(work, { recursive: true });
