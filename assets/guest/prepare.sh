@@ -77,12 +77,6 @@ done
 exit $status
 SH
 chmod 755 /usr/lib/pim-build/py3compile /usr/lib/pim-build/py3clean /usr/lib/pim-build/wait-python-compile
-for cmd in py3compile py3clean; do
-  if ! dpkg-divert --list "/usr/bin/$cmd" | grep -q "/usr/bin/$cmd.pim-real"; then
-    dpkg-divert --local --rename --divert "/usr/bin/$cmd.pim-real" --add "/usr/bin/$cmd" > /dev/null
-  fi
-  ln -sfn "/usr/lib/pim-build/$cmd" "/usr/bin/$cmd"
-done
 
 # apt's signature check with less around it (pim-seal undoes this too). apt checks each release
 # file through apt-key, a shell script that reads apt's configuration eight times (apt-config) and
@@ -154,6 +148,44 @@ done
 SH
 chmod 755 /usr/lib/pim-build/apt-key
 echo 'Dir::Bin::apt-key "/usr/lib/pim-build/apt-key";' > /etc/apt/apt.conf.d/99pim-build-apt-key
+
+# update-rc.d without its `systemctl daemon-reload` where that reload changes nothing (pim-seal
+# undoes this too). Debian's update-rc.d ends every call with a daemon-reload (about 1.5 s under
+# TCG), and a package with init scripts calls it for each of them in its postinst, and twice more
+# for each `systemctl enable` of such a unit (systemd-sysv-install): about fifteen times while
+# `base` installs cloud-init. The reload lets systemd see a unit that systemd-sysv-generator makes
+# from an init script; a script that has a native unit gets none, so for such a script PIM's
+# wrapper runs Debian's update-rc.d with DPKG_ROOT=/ (the same root, which update-rc.d takes as
+# "do not reload"). The links it makes are the same; a script without a native unit, or a call
+# that already sets DPKG_ROOT, goes to Debian's update-rc.d as it is.
+cat > /usr/lib/pim-build/update-rc.d <<'SH'
+#!/bin/sh
+# PIM build: Debian's update-rc.d, without its daemon-reload for a script with a native unit (see pim-prepare).
+real=/usr/sbin/update-rc.d.pim-real
+units="/etc/systemd/system /run/systemd/system /lib/systemd/system /usr/lib/systemd/system"
+if [ -z "${DPKG_ROOT:-}" ]; then
+  name=''
+  for arg in "$@"; do case "$arg" in -*) ;; *) name=$arg; break ;; esac; done
+  case "$name" in ''|*/*) exec "$real" "$@" ;; esac
+  for dir in $units; do
+    if [ -e "$dir/$name.service" ]; then DPKG_ROOT=/ exec "$real" "$@"; fi
+  done
+fi
+exec "$real" "$@"
+SH
+chmod 755 /usr/lib/pim-build/update-rc.d
+
+# The wrapped commands are dpkg diversions: a package upgraded meanwhile puts its new command under
+# the diverted name, and pim-seal puts Debian's back.
+# There is no moment without the command (update-rc.d's package is Essential): Debian's file is
+# copied to the diverted name, then the link replaces it.
+for cmd in /usr/bin/py3compile /usr/bin/py3clean /usr/sbin/update-rc.d; do
+  if ! dpkg-divert --list "$cmd" | grep -q "$cmd.pim-real"; then
+    dpkg-divert --local --no-rename --divert "$cmd.pim-real" --add "$cmd" > /dev/null
+    if [ -e "$cmd" ]; then cp -a "$cmd" "$cmd.pim-real"; fi
+  fi
+  ln -sfn "/usr/lib/pim-build/${cmd##*/}" "$cmd"
+done
 
 if [ "${PIM_UPGRADE:-1}" != 1 ]; then
   echo "build.upgrade is false: packages left as the installer put them"

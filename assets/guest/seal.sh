@@ -88,14 +88,14 @@ if [ -e /var/lib/man-db/.pim-auto-update-off ]; then
   rm -f /var/lib/man-db/.pim-auto-update-off
   touch /var/lib/man-db/auto-update
 fi
-# Debian's py3compile and py3clean are back in place (PIM waited for the queued compiles after
-# finalize; waiting again costs nothing).
+# Debian's py3compile, py3clean and update-rc.d are back in place (PIM waited for the queued
+# compiles after finalize; waiting again costs nothing).
 if [ -d /usr/lib/pim-build ]; then
   /usr/lib/pim-build/wait-python-compile
-  for cmd in py3compile py3clean; do
-    if [ -L "/usr/bin/$cmd" ] && [ "$(readlink "/usr/bin/$cmd")" = "/usr/lib/pim-build/$cmd" ]; then rm -f "/usr/bin/$cmd"; fi
-    if dpkg-divert --list "/usr/bin/$cmd" | grep -q "/usr/bin/$cmd.pim-real"; then
-      dpkg-divert --local --rename --divert "/usr/bin/$cmd.pim-real" --remove "/usr/bin/$cmd" > /dev/null
+  for cmd in /usr/bin/py3compile /usr/bin/py3clean /usr/sbin/update-rc.d; do
+    if [ -L "$cmd" ] && [ "$(readlink "$cmd")" = "/usr/lib/pim-build/${cmd##*/}" ]; then rm -f "$cmd"; fi
+    if dpkg-divert --list "$cmd" | grep -q "$cmd.pim-real"; then
+      dpkg-divert --local --rename --divert "$cmd.pim-real" --remove "$cmd" > /dev/null
     fi
   done
   rm -rf /usr/lib/pim-build /run/pim-python-compile

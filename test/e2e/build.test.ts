@@ -140,8 +140,13 @@ test('booted with a NoCloud seed, the image is a clean cloud-init clone that no 
       // And Python's byte-compiling, queued in the background during the build: Debian's own
       // py3compile and py3clean again, no diversion left, and every module of cloud-init compiled.
       assert.equal((await ssh.capture('dpkg-divert --list | grep -c pim || true')).trim(), '0', 'no diversion left');
-      assert.equal((await ssh.capture('ls -d /usr/lib/pim-build /usr/bin/*.pim-real 2>/dev/null || true')).trim(), '');
+      assert.equal((await ssh.capture('ls -d /usr/lib/pim-build /usr/bin/*.pim-real /usr/sbin/*.pim-real 2>/dev/null || true')).trim(), '');
       assert.equal((await ssh.capture('sudo dpkg --verify python3-minimal; echo "exit $?"')).trim(), 'exit 0', "python3-minimal's files are Debian's");
+      // update-rc.d too (diverted for the build, without its daemon-reloads), and the init links
+      // of cloud-init's units it made.
+      assert.equal((await ssh.capture('sudo dpkg --verify init-system-helpers; echo "exit $?"')).trim(), 'exit 0', "init-system-helpers' files are Debian's");
+      const disabled = await ssh.capture('for s in cloud-init-local cloud-init cloud-config cloud-final; do ls /etc/rc[S5].d/S??"$s" > /dev/null 2>&1 || echo "$s"; done');
+      assert.equal(disabled.trim(), '', "cloud-init's init scripts are enabled (systemd-sysv-install's is-enabled test)");
       const modules = Number((await ssh.capture('find /usr/lib/python3/dist-packages/cloudinit -name "*.py" | wc -l')).trim());
       const uncompiled = await ssh.capture(
         'cd /usr/lib/python3/dist-packages/cloudinit && find . -name "*.py" | while read -r f; do d=$(dirname "$f"); b=$(basename "$f" .py); ls "$d/__pycache__/$b".cpython-*.pyc >/dev/null 2>&1 || echo "$f"; done',
