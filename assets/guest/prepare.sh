@@ -81,7 +81,7 @@ chmod 755 /usr/lib/pim-build/py3compile /usr/lib/pim-build/py3clean /usr/lib/pim
 # apt's signature check with less around it (pim-seal undoes this too). apt checks each release
 # file through apt-key, a shell script that reads apt's configuration eight times (apt-config) and
 # dearmors each trusted .asc keyring with a pair of processes of its own: some forty processes,
-# 4 to 5 s under TCG, for each of the three release files of every `apt-get update`, even when
+# 3 to 5 s under TCG, for each of the three release files of every `apt-get update`, even when
 # nothing changed. For the build, apt calls PIM's apt-key instead (Dir::Bin::apt-key). For the call
 # apt makes to check a release file without Signed-By, it takes the same keyrings by the same rules
 # with one apt-config, one cat and one awk, and runs the same gpgv with the same arguments on them;
