@@ -152,7 +152,8 @@ for round in $(seq 1 "$rounds"); do
   [ -z "$logs" ] || { mkdir -p "$logs" && cp "$build_log" "$logs/pim-$round.log"; }
   fi
 done
-mean() { local s=0; for x in "$@"; do s=$(awk -v a="$s" -v b="$x" 'BEGIN{print a+b}'); done; awk -v s="$s" -v n="$#" 'BEGIN{printf "%.1f", s/n}'; }
+# Means unrounded (%.6f): the ratio is taken from these, as the table's is, and only printed rounded.
+mean() { local s=0; for x in "$@"; do s=$(awk -v a="$s" -v b="$x" 'BEGIN{print a+b}'); done; awk -v s="$s" -v n="$#" 'BEGIN{printf "%.6f", s/n}'; }
 pm=$(mean "${pim_total[@]:-0}"); km=$(mean "${packer_total[@]:-0}")
 echo
 # Means per phase over the rounds, side by side; "to SSH" is PIM's install + boot against
@@ -168,5 +169,5 @@ node -e '
   for (const [name, f] of rows) { const a = mean("PIM", f), b = mean("Packer", f); const f1 = (x, d) => (Number.isFinite(x) ? x.toFixed(d) : "-"); console.log(`  ${name.padEnd(16)} ${f1(a, 1).padStart(8)} ${f1(b, 1).padStart(9)} ${f1(a / b, 2).padStart(9)}`); }
 ' "$work/rounds.jsonl"
 if [ "${#pim_total[@]}" -gt 0 ] && [ "${#packer_total[@]}" -gt 0 ]; then
-  echo "PIM mean ${pm} s, Packer mean ${km} s: PIM takes $(awk -v a="$pm" -v b="$km" 'BEGIN{printf "%.2f", a/b}')x Packer's time ($rounds rounds)"
+  awk -v a="$pm" -v b="$km" -v n="$rounds" 'BEGIN{printf "PIM mean %.1f s, Packer mean %.1f s: PIM takes %.2fx Packer'"'"'s time (%s rounds)\n", a, b, a / b, n}'
 fi
