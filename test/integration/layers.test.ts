@@ -10,6 +10,18 @@ const box = sandbox('pim-layercache-');
 after(() => box.cleanup());
 const key = (c: string) => c.repeat(64);
 
+/** A work dir's two-layer chain: layer-0 (0x41 at 0) and on it `topName` (0x42 at 8M). */
+function layerChain(work: string, topName: string): { base: string; top: string } {
+  mkdirSync(work, { recursive: true });
+  const base = join(work, 'layer-0.qcow2');
+  const top = join(work, topName);
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', base, '64M']);
+  execFileSync('qemu-io', ['-c', 'write -P 0x41 0 4M', base]);
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top]);
+  execFileSync('qemu-io', ['-c', 'write -P 0x42 8M 4M', top]);
+  return { base, top };
+}
+
 test('the install layer key follows only the profile values the templates read (and their absence)', () => {
   const source = 'd-i x string <%= hostname %>\n<% if (typeof password_crypted !== "undefined" && password_crypted) { %>crypted<% } %>';
   const used = valuesUsedBy([source], { hostname: 'web', password: 'p', scripts: ['base'] });
@@ -21,13 +33,7 @@ test('the install layer key follows only the profile values the templates read (
 
 test('layers are committed with a copy and a rename, re-pointed at their cached parent; reused; evicted leaves first, never in use', async () => {
   const work = join(box.root, 'work');
-  mkdirSync(work, { recursive: true });
-  const base = join(work, 'layer-0.qcow2');
-  const top = join(work, 'disk-1.qcow2');
-  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', base, '64M']);
-  execFileSync('qemu-io', ['-c', 'write -P 0x41 0 4M', base]);
-  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top]);
-  execFileSync('qemu-io', ['-c', 'write -P 0x42 8M 4M', top]);
+  const { base, top } = layerChain(work, 'disk-1.qcow2');
   writeFileSync(join(work, 'id_ed25519'), 'private key');
   const cache = new LayerCache(join(box.root, 'layers'), 1);
   await cache.commit(key('a'), base, undefined, join(work, 'id_ed25519'));
@@ -51,14 +57,7 @@ test('layers are committed with a copy and a rename, re-pointed at their cached 
 });
 
 test('with move, the layer files themselves go into the cache (the work dir is about to go): nothing left behind, the chain reads back as written', async () => {
-  const work = join(box.root, 'moved');
-  mkdirSync(work, { recursive: true });
-  const base = join(work, 'layer-0.qcow2');
-  const top = join(work, 'layer-1.qcow2');
-  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', base, '64M']);
-  execFileSync('qemu-io', ['-c', 'write -P 0x41 0 4M', base]);
-  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top]);
-  execFileSync('qemu-io', ['-c', 'write -P 0x42 8M 4M', top]);
+  const { base, top } = layerChain(join(box.root, 'moved'), 'layer-1.qcow2');
   const inode = (path: string) => Number(execFileSync('stat', ['-c', '%i', path], { encoding: 'utf8' }));
   const inodes = [inode(base), inode(top)];
   const cache = new LayerCache(join(box.root, 'moved-layers'), 1 << 30);
