@@ -147,9 +147,10 @@ export class LayerCache {
    * Puts a finished layer file into the cache (a clone or copy, then a rename), re-pointed at its
    * parent's cached file. With `move` (the work dir is about to go), the file itself is moved there
    * instead of copied, when both are on one file system: a copy of the install layer is most of a
-   * gigabyte read and written again at the end of every build that makes it. An existing layer of the same key (another build's, committed meanwhile)
-   * is kept: 'kept', and then the layers this build made on its own copy must not be committed on
-   * top of that one (same key, same files, but never the same bytes).
+   * gigabyte read and written again at the end of every build that makes it. An existing layer of
+   * the same key (another build's, committed meanwhile) is kept: 'kept', and then the layers this
+   * build made on its own copy must not be committed on top of that one (same key, same files, but
+   * never the same bytes).
    */
   async commit(
     key: string,
